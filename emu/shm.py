@@ -1,0 +1,92 @@
+"""Named shared-memory regions: disk media, cache, controller NVM.
+
+The supervisor creates every region once, sized from the config, before any
+actor starts (allocate at start-up); actors attach by name. Regions are
+sparse (``ftruncate`` on tmpfs: untouched pages cost nothing, and we never
+pre-touch them), survive the death of the actor using them, and are removed
+by the supervisor at shutdown, also when a run crashes or a test fails.
+
+Pitfall handled here: on Python 3.11 a process that merely attaches to a
+``SharedMemory`` registers it with its resource tracker, which unlinks it
+when that process exits; attaching processes unregister it at once, so the
+creator (the supervisor) is the one owner.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+PREFIX = "emu_"
+MAX_REGION_BYTES = 64 << 30  # sparse, but a config asking for more is a mistake
+
+
+class SharedRegion:
+    """One named segment, viewed as a flat uint8 numpy array ``.buf``."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, name: str, size: int, owner: bool):
+        self._shm = shm
+        self.name = name          # logical name, e.g. "main.disk3.media"
+        self.size = size
+        self.owner = owner
+        self.buf = np.ndarray((size,), dtype=np.uint8, buffer=shm.buf)
+
+    @property
+    def segment(self) -> str:
+        return self._shm.name
+
+    @classmethod
+    def create(cls, rack_id: str, name: str, size: int) -> "SharedRegion":
+        if size <= 0 or size > MAX_REGION_BYTES:
+            raise ValueError(f"region {name}: size {size} outside 1..{MAX_REGION_BYTES} bytes")
+        seg = f"{PREFIX}{rack_id}_{_safe(name)}"
+        shm = shared_memory.SharedMemory(name=seg, create=True, size=size)
+        return cls(shm, name, size, owner=True)
+
+    @classmethod
+    def attach(cls, segment: str, name: str, size: int) -> "SharedRegion":
+        shm = shared_memory.SharedMemory(name=segment, create=False)
+        try:  # we do not own it: keep our resource tracker from unlinking it
+            resource_tracker.unregister(shm._name, "shared_memory")
+        except Exception:
+            pass
+        return cls(shm, name, size, owner=False)
+
+    def close(self) -> None:
+        self.buf = None
+        try:
+            self._shm.close()
+        except BufferError:
+            pass  # a view is still alive somewhere; the mapping goes with the process
+
+    def unlink(self) -> None:
+        self.close()
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
+    def spec(self) -> list:
+        """What an attaching process needs: [segment, name, size]."""
+        return [self.segment, self.name, self.size]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)[:120]
+
+
+def new_rack_id() -> str:
+    return f"{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def leftover_segments(rack_id: str | None = None) -> list[str]:
+    """Our segments still present in /dev/shm (all racks, or one)."""
+    try:
+        names = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return []
+    want = PREFIX + (rack_id + "_" if rack_id else "")
+    return sorted(n for n in names if n.startswith(want))

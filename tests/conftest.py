@@ -1,0 +1,60 @@
+"""Suite-wide guard: after the whole session no process, /dev/shm segment or
+ipc socket file of ours may be left, even when tests fail."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from emu.procs import run_root  # noqa: E402
+from emu.shm import leftover_segments  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _our_children() -> list[int]:
+    me = str(os.getpid())
+    kids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[1] == me and stat[0] != "Z":
+            kids.append(int(pid))
+    return kids
+
+
+def _leftovers() -> dict:
+    root = run_root()
+    return {
+        "segments": leftover_segments(),
+        "run dirs": sorted(os.listdir(root)),
+        "children": _our_children(),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks_after_suite():
+    """Proves the no-leak rule over the whole suite."""
+    before = _leftovers()
+    yield
+    import gc
+    gc.collect()
+    after = _leftovers()
+    leaked = {k: sorted(set(after[k]) - set(before[k])) for k in after}
+    leaked["children"] = [p for p in leaked["children"] if _is_ours(p)]
+    assert not any(leaked.values()), f"leaked after the test session: {leaked}"
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"resource_tracker" not in cmd
