@@ -1,0 +1,608 @@
+"""Timed mechanical disk model (pure: no I/O, no sockets, no wall clock).
+
+After Ruemmler & Wilkes, "An introduction to disk drive modeling" (IEEE
+Computer 27(3), 1994) and the DiskSim 4.0 disk module (CMU PDL): a seek curve
+or extracted seek table, rotational position derived from virtual time,
+zoned recording with track/cylinder skew and per-cylinder spares, head
+switch, controller overheads, SCSI bus transfer and an on-board segmented
+cache with read-ahead.
+
+Virtual time is integer nanoseconds at the API.  The model keeps the head
+position, the cache segments and the prefetch stream between calls; it is
+deterministic (the same calls give the same answers).
+
+Usage::
+
+    disk = DiskModel(PRESETS["st41601n"])
+    res = disk.access(now_ns, "R", lba, sectors)   # -> AccessResult
+    res.done_ns, res.seek_ns, res.rotation_ns, res.cache_hit
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+NS_PER_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A band of cylinders with the same number of sectors per track.
+
+    first_cyl, last_cyl: inclusive cylinder range.
+    sectors_per_track: physical sectors on each track of the zone.
+    track_skew, cyl_skew: skew in sectors of this zone; None uses the disk's
+        default (DiskParams.track_skew / cyl_skew).
+    first_sector_offset: angular position (in sectors) of the zone's first
+        logical block on its first track ("Offset of first block" in DiskSim).
+    slips: zone-relative physical sector numbers (cyl_in_zone * surfaces *
+        spt + head * spt + sector) skipped by slipping; each consumes one of
+        the cylinder's spares (DiskSim sectors-per-cylinder sparing).
+    """
+
+    first_cyl: int
+    last_cyl: int
+    sectors_per_track: int
+    track_skew: int | None = None
+    cyl_skew: int | None = None
+    first_sector_offset: int = 0
+    slips: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiskParams:
+    """Every number the model uses, with its unit in the name.
+
+    Sources of defaults are given per preset (see PRESETS); the defaults
+    below are neutral values (no cache, no overhead) unless noted.
+    """
+
+    name: str
+    cylinders: int                      # count
+    surfaces: int                       # data surfaces = tracks per cylinder
+    zones: tuple                        # Zone or (first_cyl, last_cyl, sectors_per_track)
+    rpm: float                          # revolutions per minute
+    # Seek curve (ms), Ruemmler & Wilkes: a + b*sqrt(d) for 0 < d < boundary,
+    # c + e*d for d >= boundary.  Ignored where seek_table_ms covers d.
+    seek_boundary_cyl: int = 0
+    seek_a_ms: float = 0.0
+    seek_b_ms: float = 0.0
+    seek_c_ms: float = 0.0
+    seek_e_ms: float = 0.0
+    # ((distance_cyl, ms), ...) ascending; linearly interpolated.  If it reaches
+    # cylinders-1 it is a full extracted table (DiskSim "extracted" seeks);
+    # otherwise it overrides the curve for short distances only.
+    seek_table_ms: tuple = ()
+    head_switch_ms: float = 0.0         # same cylinder, other surface
+    write_settle_ms: float = 0.0        # extra settle before writing after a move
+    # Controller (command-processing) overheads, ms, before any mechanical work.
+    read_miss_overhead_ms: float = 0.0
+    read_hit_overhead_ms: float = 0.0           # previous command was a read
+    read_hit_after_write_overhead_ms: float = 0.0
+    write_overhead_ms: float = 0.0              # previous command was a read
+    write_after_write_overhead_ms: float = 0.0
+    read_completion_ms: float = 0.0     # after the last byte, before status
+    write_completion_ms: float = 0.0
+    bus_ns_per_sector: int = 0          # host bus transfer time per sector
+    track_skew: int = 0                 # sectors (default for zones)
+    cyl_skew: int = 0                   # sectors (default for zones)
+    spares_per_cyl: int = 0             # spare sectors at the end of each cylinder
+    cache_segments: int = 0             # 0 = no on-board cache
+    cache_segment_sectors: int = 0
+    read_ahead: bool = False            # keep reading after a read miss while idle
+    sector_bytes: int = 512
+
+    def __post_init__(self):
+        if self.cylinders <= 0 or self.surfaces <= 0:
+            raise ValueError(f"{self.name}: cylinders and surfaces must be > 0")
+        if self.rpm <= 0:
+            raise ValueError(f"{self.name}: rpm must be > 0, got {self.rpm}")
+        zones = tuple(z if isinstance(z, Zone) else Zone(*z) for z in self.zones)
+        if not zones:
+            raise ValueError(f"{self.name}: at least one zone is required")
+        expect = 0
+        for z in zones:
+            if z.first_cyl != expect or z.last_cyl < z.first_cyl:
+                raise ValueError(f"{self.name}: zones must tile cylinders 0..{self.cylinders - 1}"
+                                 f" in order; bad zone {z}")
+            if z.sectors_per_track <= 0:
+                raise ValueError(f"{self.name}: zone {z} has no sectors")
+            expect = z.last_cyl + 1
+        if expect != self.cylinders:
+            raise ValueError(f"{self.name}: zones end at cylinder {expect - 1}, "
+                             f"disk has {self.cylinders}")
+        object.__setattr__(self, "zones", zones)
+        table = tuple((int(d), float(ms)) for d, ms in self.seek_table_ms)
+        if any(b[0] <= a[0] for a, b in zip(table, table[1:])) or any(d <= 0 for d, _ in table):
+            raise ValueError(f"{self.name}: seek table distances must be positive and ascending")
+        object.__setattr__(self, "seek_table_ms", table)
+        if self.cache_segments and self.cache_segment_sectors <= 0:
+            raise ValueError(f"{self.name}: cache_segment_sectors must be > 0 with a cache")
+
+    @property
+    def revolution_ns(self) -> float:
+        """One revolution in ns (float: 60e9/rpm is rarely an integer)."""
+        return 60e9 / self.rpm
+
+
+@dataclass(frozen=True)
+class AccessResult:
+    """Timing of one request.  done_ns = start_ns + overhead_ns + seek_ns +
+    rotation_ns + transfer_ns; start_ns = max(now, previous done) so
+    queue_ns = start_ns - now_ns."""
+
+    done_ns: int
+    start_ns: int
+    queue_ns: int
+    overhead_ns: int      # command + completion overhead
+    seek_ns: int          # initial positioning (seek or head switch, settle)
+    rotation_ns: int      # initial rotational latency
+    transfer_ns: int      # media + track switches + bus tail (or bus only on a hit)
+    cache_hit: str        # "miss", "hit" or "partial"
+    cylinder: int         # cylinder of the first sector
+    head: int
+
+    @property
+    def service_ns(self) -> int:
+        return self.done_ns - self.start_ns
+
+
+@dataclass
+class _Segment:
+    """One cache segment: valid LBAs [start, end).  A read-ahead stream may be
+    extending it: it began at stream_lba with the head free at stream_ready_ns
+    on (stream_cyl, stream_head); replaying that pass gives its progress."""
+
+    start: int
+    end: int
+    streaming: bool = False
+    stream_ready_ns: int = 0
+    stream_lba: int = 0
+    stream_cyl: int = 0
+    stream_head: int = 0
+    was_streaming: bool = False
+    last_use: int = 0
+
+
+@dataclass(frozen=True)
+class _ZoneInfo:
+    """A zone with its first LBA, usable blocks per cylinder, effective skews,
+    sector time and slips indexed by zone-relative cylinder."""
+
+    zone: Zone
+    first_lba: int
+    lbas_per_cyl: int
+    track_skew: int
+    cyl_skew: int
+    sector_ns: float
+    slips_by_cyl: dict = field(default_factory=dict)
+    slips_before_cyl: tuple = ()
+
+
+class DiskModel:
+    """Mechanical state of one drive plus its timing rules."""
+
+    def __init__(self, params: DiskParams):
+        if not isinstance(params, DiskParams):
+            raise ValueError(f"expected DiskParams, got {type(params).__name__}")
+        self.params = params
+        self.revolution_ns = params.revolution_ns
+        self._zones: list[_ZoneInfo] = []
+        next_lba = 0
+        for z in params.zones:
+            zi = self._zone_info(z, next_lba)
+            self._zones.append(zi)
+            next_lba += (z.last_cyl - z.first_cyl + 1) * zi.lbas_per_cyl
+        self._zone_first_lba = [zi.first_lba for zi in self._zones]
+        self.lba_count = next_lba           # addressable 512-byte blocks
+        self._seek_ns = [self._seek_ns_uncached(d) for d in range(params.cylinders)]
+        self.cylinder = 0
+        self.head = 0
+        self.busy_until_ns = 0
+        self.last_op = "R"
+        self._segments: list[_Segment] = []
+        self._uses = 0
+
+    # ---------------------------------------------------------------- geometry
+    def _zone_info(self, z: Zone, first_lba: int) -> _ZoneInfo:
+        """Precompute one zone's LBA range, skews, sector time and slips."""
+        p = self.params
+        spt = z.sectors_per_track
+        per_cyl = p.surfaces * spt - p.spares_per_cyl
+        if per_cyl <= 0:
+            raise ValueError(f"{p.name}: zone {z} has no usable sectors per cylinder")
+        ncyl = z.last_cyl - z.first_cyl + 1
+        by_cyl: dict[int, list[int]] = {}
+        for s in sorted(z.slips):
+            c, phys = divmod(s, p.surfaces * spt)
+            by_cyl.setdefault(c, []).append(phys)
+        for c, lst in by_cyl.items():
+            if len(lst) > p.spares_per_cyl:
+                raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
+                                 f"has more slips than spares")
+        slips_sorted = sorted(z.slips)
+        before = tuple(bisect.bisect_left(slips_sorted, c * p.surfaces * spt) for c in range(ncyl))
+        return _ZoneInfo(z, first_lba, per_cyl,
+                         p.track_skew if z.track_skew is None else z.track_skew,
+                         p.cyl_skew if z.cyl_skew is None else z.cyl_skew,
+                         self.revolution_ns / spt, by_cyl, before)
+
+    def _locate(self, lba: int):
+        """lba -> (zone info, cylinder, head, sector) — physical position."""
+        zi = self._zones[bisect.bisect_right(self._zone_first_lba, lba) - 1]
+        spt = zi.zone.sectors_per_track
+        cyl_rel, phys = divmod(lba - zi.first_lba, zi.lbas_per_cyl)
+        for s in zi.slips_by_cyl.get(cyl_rel, ()):
+            if s <= phys:
+                phys += 1
+        head, sector = divmod(phys, spt)
+        return zi, zi.zone.first_cyl + cyl_rel, head, sector
+
+    def geometry(self, lba: int) -> tuple[int, int, int]:
+        """LBA -> (cylinder, head, sector) through zones, spares and slips."""
+        self._check_range(lba, 1)
+        _, cyl, head, sector = self._locate(lba)
+        return cyl, head, sector
+
+    def _sector_phase_ns(self, zi: _ZoneInfo, cyl: int, head: int, sector: int) -> float:
+        """Time within a revolution (0..rev) at which `sector` starts under the head.
+
+        Angle in sectors = first-block offset + skew per track switch and per
+        cylinder switch since the zone start + slips before this cylinder +
+        sector (as DiskSim layout_g1)."""
+        spt = zi.zone.sectors_per_track
+        c = cyl - zi.zone.first_cyl
+        pos = (zi.zone.first_sector_offset + (head + (self.params.surfaces - 1) * c) * zi.track_skew
+               + c * zi.cyl_skew + zi.slips_before_cyl[c] + sector) % spt
+        return pos * zi.sector_ns
+
+    def _rotation_wait_ns(self, t_ns: int, phase_ns: float) -> int:
+        """Wait from t until the angle `phase_ns` (0..rev) is under the head."""
+        now_phase = t_ns % self.revolution_ns
+        wait = (phase_ns - now_phase) % self.revolution_ns
+        if self.revolution_ns - wait < 2.0:     # integer-ns rounding of t: already there
+            return 0
+        return int(round(wait))
+
+    # ---------------------------------------------------------------- seeks
+    def _seek_ns_uncached(self, distance: int) -> int:
+        p = self.params
+        if distance == 0:
+            return 0
+        table = p.seek_table_ms
+        if table and distance <= table[-1][0]:
+            ms = _interp_table(table, distance)
+        elif p.seek_boundary_cyl and distance < p.seek_boundary_cyl:
+            ms = p.seek_a_ms + p.seek_b_ms * math.sqrt(distance)
+        else:
+            ms = p.seek_c_ms + p.seek_e_ms * distance
+        return int(round(ms * NS_PER_MS))
+
+    def seek_time_ns(self, distance: int) -> int:
+        """Seek time in ns for a move of `distance` cylinders (0 -> 0)."""
+        if not isinstance(distance, int) or not 0 <= distance < self.params.cylinders:
+            raise ValueError(f"seek distance must be an int in 0..{self.params.cylinders - 1}, "
+                             f"got {distance!r}")
+        return self._seek_ns[distance]
+
+    def _move_ns(self, cyl: int, head: int, to_cyl: int, to_head: int, write: bool) -> int:
+        """Positioning time from (cyl, head) to (to_cyl, to_head)."""
+        p = self.params
+        if cyl != to_cyl:
+            t = max(self._seek_ns[abs(to_cyl - cyl)], int(round(p.head_switch_ms * NS_PER_MS)))
+        elif head != to_head:
+            t = int(round(p.head_switch_ms * NS_PER_MS))
+        else:
+            return 0
+        if write:
+            t += int(round(p.write_settle_ms * NS_PER_MS))
+        return t
+
+    # ---------------------------------------------------------------- media
+    def _media_pass(self, lba: int, sectors: int, ready_ns: int, cyl: int, head: int,
+                    write: bool = False, until_ns: int | None = None, not_before_ns: int = 0):
+        """Read/write `sectors` LBAs from `lba`; the head is at (cyl, head) and
+        free at ready_ns.  Returns (first_sector_start_ns, end_ns, sectors_done,
+        cyl, head).  With until_ns, stops at the last whole sector finished by
+        then (used for read-ahead).  No sector starts before not_before_ns
+        (write data still on the bus)."""
+        t = ready_ns
+        first_start = None
+        done = 0
+        while done < sectors:
+            zi, c, h, s = self._locate(lba + done)
+            spt = zi.zone.sectors_per_track
+            n = min(sectors - done, spt - s)
+            while n > 1:                       # stay on this track (spares, slips)
+                _, c2, h2, s2 = self._locate(lba + done + n - 1)
+                if c2 == c and h2 == h:
+                    break
+                n -= 1
+            span = self._locate(lba + done + n - 1)[3] - s + 1   # physical sectors
+            t += self._move_ns(cyl, head, c, h, write)
+            cyl, head = c, h
+            t = max(t, not_before_ns)
+            if until_ns is not None and t >= until_ns:
+                break
+            t += self._rotation_wait_ns(t, self._sector_phase_ns(zi, c, h, s))
+            if first_start is None:
+                first_start = t
+            if until_ns is not None and t + span * zi.sector_ns > until_ns:
+                whole = int((until_ns - t) // zi.sector_ns)
+                done += max(0, min(n, whole - (span - n)))
+                t = until_ns
+                break
+            t += int(round(span * zi.sector_ns))
+            done += n
+        return (t if first_start is None else first_start), t, done, cyl, head
+
+    # ---------------------------------------------------------------- cache
+    def _settle_stream(self, seg: _Segment, now_ns: int) -> None:
+        """Stop a read-ahead stream at now_ns: extend the segment by what was
+        read and leave the head where the stream got to."""
+        seg.was_streaming = seg.streaming
+        if not seg.streaming:
+            return
+        room = min(seg.start + self.params.cache_segment_sectors, self.lba_count) - seg.stream_lba
+        if room > 0:
+            _, _, got, cyl, head = self._media_pass(seg.stream_lba, room, seg.stream_ready_ns,
+                                                    seg.stream_cyl, seg.stream_head,
+                                                    until_ns=now_ns)
+            seg.end = seg.stream_lba + got
+            self.cylinder, self.head = cyl, head
+            if got >= room:
+                seg.was_streaming = False  # segment filled: the stream had stopped
+        seg.streaming = False
+
+    def _find_segment(self, lba: int) -> _Segment | None:
+        for seg in self._segments:
+            if seg.start <= lba < seg.end:
+                return seg
+        return None
+
+    def _claim_segment(self, start: int, end: int) -> _Segment:
+        """Reuse the least recently used segment (or a new one) for [start, end)."""
+        p = self.params
+        start = max(start, end - p.cache_segment_sectors)
+        self._segments = [s for s in self._segments      # drop stale overlapping copies
+                          if not (s.start < end and start < s.end)]
+        if len(self._segments) >= p.cache_segments:
+            self._segments.remove(min(self._segments, key=lambda s: s.last_use))
+        seg = _Segment(start, end)
+        self._segments.append(seg)
+        return seg
+
+    # ---------------------------------------------------------------- access
+    def _check_range(self, lba: int, sectors: int) -> None:
+        if not isinstance(lba, int) or not isinstance(sectors, int):
+            raise ValueError(f"lba and sectors must be ints, got {lba!r}, {sectors!r}")
+        if sectors <= 0:
+            raise ValueError(f"sectors must be > 0, got {sectors}")
+        if lba < 0 or lba + sectors > self.lba_count:
+            raise ValueError(f"LBA range {lba}+{sectors} outside 0..{self.lba_count - 1}")
+
+    def access(self, now_ns: int, op: str, lba: int, sectors: int) -> AccessResult:
+        """Serve one request issued at now_ns ("R" or "W"); returns its timing.
+
+        A request issued while the previous one is still in service waits
+        (queue_ns).  Reads served from the cache pay the hit overhead and the
+        bus only; misses pay overhead, seek, rotation and media transfer."""
+        if not isinstance(now_ns, int) or now_ns < 0:
+            raise ValueError(f"now_ns must be a non-negative int, got {now_ns!r}")
+        if op not in ("R", "W"):
+            raise ValueError(f"op must be 'R' or 'W', got {op!r}")
+        self._check_range(lba, sectors)
+        start_ns = max(now_ns, self.busy_until_ns)
+        for seg in self._segments:
+            self._settle_stream(seg, start_ns)
+        if op == "R":
+            res = self._read(start_ns, lba, sectors)
+        else:
+            res = self._write(start_ns, lba, sectors)
+        self.last_op = op
+        self.busy_until_ns = res.done_ns
+        return AccessResult(res.done_ns, start_ns, start_ns - now_ns, res.overhead_ns,
+                            res.seek_ns, res.rotation_ns, res.transfer_ns, res.cache_hit,
+                            res.cylinder, res.head)
+
+    def _read(self, start_ns: int, lba: int, sectors: int):
+        """Full hit: overhead + bus.  Partial hit (first sector cached): the
+        cached part goes out on the bus while the media supplies the rest,
+        continuing the read-ahead stream.  Miss: overhead, seek, rotation,
+        media, bus tail."""
+        p = self.params
+        self._uses += 1
+        seg = self._find_segment(lba) if p.cache_segments else None
+        if seg is None:
+            return self._read_miss(start_ns, lba, sectors)
+        bus = p.bus_ns_per_sector
+        completion = int(round(p.read_completion_ms * NS_PER_MS))
+        ms = p.read_hit_overhead_ms if self.last_op == "R" else p.read_hit_after_write_overhead_ms
+        overhead = int(round(ms * NS_PER_MS))
+        cmd_end = start_ns + overhead
+        zi, c, h, _ = self._locate(lba)
+        seg.last_use = self._uses
+        if p.read_ahead:               # continuous read: blocks before the hit are freed
+            seg.start = lba
+        bus_end = cmd_end + sectors * bus
+        kind = "hit"
+        if lba + sectors > seg.end:                      # rest comes from the media
+            kind = "partial"
+            if seg.was_streaming:              # the stream simply goes on
+                _, media_end, _, cyl, head = self._media_pass(
+                    seg.stream_lba, lba + sectors - seg.stream_lba, seg.stream_ready_ns,
+                    seg.stream_cyl, seg.stream_head)
+            else:
+                _, media_end, _, cyl, head = self._media_pass(
+                    seg.end, lba + sectors - seg.end, start_ns, self.cylinder, self.head)
+            self.cylinder, self.head = cyl, head
+            bus_end = max(bus_end, media_end + bus)
+            seg.start = max(seg.start, lba + sectors - p.cache_segment_sectors)
+            seg.end = lba + sectors
+            self._start_read_ahead(seg, media_end)
+        else:
+            self._start_read_ahead(seg, start_ns)
+        return _Result(bus_end + completion, start_ns, overhead + completion, 0, 0,
+                       bus_end - cmd_end, kind, c, h)
+
+    def _read_miss(self, start_ns: int, lba: int, sectors: int):
+        p = self.params
+        bus = p.bus_ns_per_sector
+        completion = int(round(p.read_completion_ms * NS_PER_MS))
+        overhead = int(round(p.read_miss_overhead_ms * NS_PER_MS))
+        zi, c, h, _ = self._locate(lba)
+        ready = start_ns + overhead
+        seek = self._move_ns(self.cylinder, self.head, c, h, False)
+        first, media_end, _, cyl, head = self._media_pass(lba, sectors, ready, self.cylinder, self.head)
+        rotation = first - ready - seek
+        bus_end = max(media_end + bus, first + int(round(zi.sector_ns)) + sectors * bus)
+        done = bus_end + completion
+        self.cylinder, self.head = cyl, head
+        if p.cache_segments:
+            seg = self._claim_segment(lba, lba + sectors)
+            seg.last_use = self._uses
+            self._start_read_ahead(seg, media_end)
+        return _Result(done, start_ns, overhead + completion, seek, rotation,
+                       done - completion - first, "miss", c, h)
+
+    def _start_read_ahead(self, seg: _Segment, ready_ns: int) -> None:
+        if self.params.read_ahead and seg.end - seg.start < self.params.cache_segment_sectors:
+            seg.streaming = True
+            seg.stream_ready_ns = ready_ns
+            seg.stream_lba = seg.end
+            seg.stream_cyl, seg.stream_head = self.cylinder, self.head
+
+    def _write(self, start_ns: int, lba: int, sectors: int):
+        p = self.params
+        bus = p.bus_ns_per_sector
+        ms = p.write_overhead_ms if self.last_op == "R" else p.write_after_write_overhead_ms
+        overhead = int(round(ms * NS_PER_MS))
+        completion = int(round(p.write_completion_ms * NS_PER_MS))
+        zi, c, h, _ = self._locate(lba)
+        cmd_end = start_ns + overhead
+        seek = self._move_ns(self.cylinder, self.head, c, h, True)
+        first, media_end, _, cyl, head = self._media_pass(
+            lba, sectors, cmd_end, self.cylinder, self.head, write=True,
+            not_before_ns=cmd_end + bus)                   # first sector's data on board
+        rotation = first - cmd_end - seek
+        done = max(media_end, cmd_end + sectors * bus + int(round(zi.sector_ns))) + completion
+        self.cylinder, self.head = cyl, head
+        self._uses += 1
+        if p.cache_segments:
+            seg = self._claim_segment(lba, lba + sectors)
+            seg.last_use = self._uses
+        return _Result(done, start_ns, overhead + completion, seek, rotation,
+                       done - completion - first, "miss", c, h)
+
+
+@dataclass(frozen=True)
+class _Result:
+    """Internal timing of one request before queueing is accounted."""
+    done_ns: int
+    start_ns: int
+    overhead_ns: int
+    seek_ns: int
+    rotation_ns: int
+    transfer_ns: int
+    cache_hit: str
+    cylinder: int
+    head: int
+
+
+def _interp_table(table: tuple, distance: int) -> float:
+    """Linear interpolation in ((d, ms), ...); below the first point, scale
+    from (0, 0) is not physical, so the first entry is used."""
+    ds = [d for d, _ in table]
+    i = bisect.bisect_left(ds, distance)
+    if i < len(ds) and ds[i] == distance:
+        return table[i][1]
+    if i == 0:
+        return table[0][1]
+    (d0, m0), (d1, m1) = table[i - 1], table[i]
+    return m0 + (m1 - m0) * (distance - d0) / (d1 - d0)
+
+
+# ---------------------------------------------------------------------- presets
+
+# HP 97560: Ruemmler & Wilkes, IEEE Computer 1994, Table 1 / section "Seek time":
+# 1962 cylinders, 19 tracks per cylinder, 72 sectors per track, 4002 rpm;
+# seek 3.24 + 0.400*sqrt(d) ms for d < 383 cylinders, 8.00 + 0.008*d ms
+# otherwise; controller overhead 2.2 ms; track (head) switch 1.6 ms; track
+# skew 8 sectors, cylinder skew 18 sectors.  Not given by the paper, marked
+# ASSUMED: SCSI-2 bus at 10 MB/s (51.2 us per 512-byte sector); the cache is
+# off here because the paper models it separately.
+HP97560 = DiskParams(
+    name="hp97560",
+    cylinders=1962, surfaces=19, zones=((0, 1961, 72),), rpm=4002,
+    seek_boundary_cyl=383, seek_a_ms=3.24, seek_b_ms=0.400, seek_c_ms=8.00, seek_e_ms=0.008,
+    head_switch_ms=1.6,
+    read_miss_overhead_ms=2.2, read_hit_overhead_ms=2.2, read_hit_after_write_overhead_ms=2.2,
+    write_overhead_ms=2.2, write_after_write_overhead_ms=2.2,
+    bus_ns_per_sector=51_200,            # ASSUMED (see above)
+    track_skew=8, cyl_skew=18,
+)
+
+# Seagate ST41601N: DiskSim 4.0 validation kit (CMU PDL, valid/ in the public
+# mirror benh/disksim): st41601n_validate.model (layout: 14 zones, offsets,
+# skews, 6 spares per cylinder, slips; mechanics: 5397 rpm, head switch 0,
+# write settle 0, extracted seek table st41601n_validate.seek),
+# st41601n.diskspecs (overheads, 1 cache segment of 384 blocks, read-ahead up
+# to 384 blocks, read hits on write data), st41601n.parv (BUS1 block transfer
+# 0.09552 ms).
+_ST41601N_ZONES = (
+    # first_cyl, last_cyl, spt, track_skew, cyl_skew, first_block_offset, slips
+    (0, 625, 85, 2, 16, 0, (351027, 572958, 780987)),
+    (626, 700, 83, 2, 16, 46, ()),
+    (701, 800, 82, 2, 15, 77, (127564, 130078)),
+    (801, 925, 79, 2, 15, 23, (47535, 107971)),
+    (926, 1050, 78, 2, 14, 54, (55028, 83029, 101300, 120855)),
+    (1051, 1175, 76, 2, 14, 36, (75151, 83344, 84636, 85928, 87220, 88512, 89804, 91096,
+                                 92388, 116791)),
+    (1176, 1300, 73, 2, 13, 20, (61600, 105920, 112125, 119745)),
+    (1301, 1400, 72, 2, 13, 28, ()),
+    (1401, 1500, 69, 2, 12, 64, ()),
+    (1501, 1600, 68, 2, 12, 48, ()),
+    (1601, 1800, 65, 2, 11, 28, (74599,)),
+    (1801, 1900, 63, 2, 11, 49, ()),
+    (1901, 2000, 62, 2, 10, 2, ()),
+    (2001, 2097, 61, 2, 10, 48, ()),
+)
+
+# st41601n_validate.seek: "Seek distances measured: 58" (cylinders, ms).
+_ST41601N_SEEK_MS = (
+    (1, 1.625627400), (2, 2.026624800), (3, 2.257027400), (4, 2.457953800),
+    (5, 2.590314400), (6, 2.668716900), (7, 2.835672900), (8, 2.850046000),
+    (9, 2.904469300), (10, 2.909090000), (12, 3.021370700), (14, 3.157781800),
+    (16, 3.281240900), (18, 3.382192700), (20, 3.454657800), (25, 4.416397500),
+    (30, 4.569630100), (35, 4.656808300), (40, 4.819659400), (45, 4.930309131),
+    (50, 5.030418100), (60, 5.214422100), (70, 5.427180700), (80, 5.600655636),
+    (90, 5.809526397), (100, 5.998010900), (125, 6.288895869), (150, 6.634902724),
+    (175, 6.966304000), (200, 7.258890700), (225, 7.548794200), (250, 7.800760300),
+    (275, 8.070144000), (300, 8.354860800), (325, 8.617527300), (350, 8.842571300),
+    (375, 9.048017500), (400, 9.273627600), (425, 9.476206200), (450, 9.677476500),
+    (475, 9.864025600), (500, 10.054185000), (600, 10.700314500), (700, 11.385492500),
+    (800, 12.121746500), (900, 12.876463000), (1000, 13.621508000), (1100, 14.312129667),
+    (1200, 15.012290000), (1300, 15.790787000), (1400, 16.542436000), (1500, 17.291303667),
+    (1600, 18.065838333), (1700, 18.816005833), (1800, 19.521127833), (1900, 20.275453000),
+    (2000, 21.021211000), (2097, 21.777562500),
+)
+
+ST41601N = DiskParams(
+    name="st41601n",
+    cylinders=2098, surfaces=17,
+    zones=tuple(Zone(*z) for z in _ST41601N_ZONES),
+    rpm=5397,
+    seek_table_ms=_ST41601N_SEEK_MS,
+    head_switch_ms=0.0, write_settle_ms=0.0,
+    read_miss_overhead_ms=1.433,
+    read_hit_overhead_ms=0.896, read_hit_after_write_overhead_ms=0.506,
+    write_overhead_ms=2.059, write_after_write_overhead_ms=1.404,
+    read_completion_ms=0.232, write_completion_ms=0.0,
+    bus_ns_per_sector=95_520,
+    track_skew=2, cyl_skew=16, spares_per_cyl=6,
+    cache_segments=1, cache_segment_sectors=384, read_ahead=True,
+)
+
+PRESETS: dict[str, DiskParams] = {"hp97560": HP97560, "st41601n": ST41601N}
