@@ -1,0 +1,213 @@
+"""Host-side data stamping (DESIGN section 5).
+
+Every 512-byte sector a workload writes starts with a 24-byte header,
+little-endian::
+
+    offset 0   4 bytes  b"EMUW"
+    offset 4   u32      ldev
+    offset 8   u64      lba       (sector number within the LDEV)
+    offset 16  u64      write id  (>= 1; 0 means "never written")
+
+and the remaining 488 bytes (61 u64 words) are filler from a counter-based
+generator keyed by ``(write id, lba)``: word ``j`` is
+``mix64(key + (j + 1) * GOLDEN)`` with ``key = mix64(write_id ^ mix64(lba + GOLDEN))``
+and ``mix64`` the SplitMix64 finaliser. Being counter-based, the filler of
+any sector can be regenerated from its header alone, for all sectors of an
+image at once (numpy, no per-sector Python loop). A torn sector (half old,
+half new), a sector written at the wrong place (header lba/ldev disagree with
+where it sits) or any flipped bit in the filler is reported as *corrupt*,
+never as a write id.
+
+A sector without the magic that is all zero is *unwritten*; a sector without
+the magic that is not all zero is *corrupt* (foreign or torn data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SECTOR_BYTES = 512
+HEADER_BYTES = 24
+WORDS_PER_SECTOR = SECTOR_BYTES // 8          # 64 u64 words
+FILLER_WORDS = WORDS_PER_SECTOR - HEADER_BYTES // 8   # 61
+MAGIC = b"EMUW"
+MAGIC_U32 = int.from_bytes(MAGIC, "little")
+MAX_LDEV = (1 << 32) - 1
+MAX_WRITE_ID = (1 << 63) - 1                 # fits int64 arrays downstream
+
+# Per-sector states returned by scan_image / verify_sector.
+UNWRITTEN = 0
+OK = 1
+CORRUPT = 2
+STATE_NAMES = {UNWRITTEN: "unwritten", OK: "ok", CORRUPT: "corrupt"}
+
+_U64 = np.dtype("<u8")
+_SCAN_CHUNK_SECTORS = 1 << 14
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_J = (np.arange(1, FILLER_WORDS + 1, dtype=np.uint64) * _GOLDEN)  # wraps mod 2**64
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def _filler(write_ids: np.ndarray, lbas: np.ndarray) -> np.ndarray:
+    """Filler words, shape (n, 61) uint64, for sectors keyed by (write id, lba)."""
+    w = np.asarray(write_ids, dtype=np.uint64).reshape(-1)
+    lba = np.asarray(lbas, dtype=np.uint64).reshape(-1)
+    key = _mix64(w ^ _mix64(lba + _GOLDEN))
+    return _mix64(key[:, None] + _J[None, :])
+
+
+def _check_args(ldev: int, lba: int, sectors: int, write_id: int) -> None:
+    if not 0 <= ldev <= MAX_LDEV:
+        raise ValueError(f"ldev must be 0..{MAX_LDEV}, got {ldev}")
+    if lba < 0:
+        raise ValueError(f"lba must be >= 0, got {lba}")
+    if sectors < 1:
+        raise ValueError(f"sectors must be >= 1, got {sectors}")
+    if not 1 <= write_id <= MAX_WRITE_ID:
+        raise ValueError(f"write_id must be 1..2**63-1, got {write_id}")
+
+
+def make_words(ldev: int, lba: int, sectors: int, write_id: int) -> np.ndarray:
+    """The payload as a (sectors, 64) little-endian uint64 array."""
+    _check_args(ldev, lba, sectors, write_id)
+    words = np.empty((sectors, WORDS_PER_SECTOR), dtype=_U64)
+    lbas = np.arange(lba, lba + sectors, dtype=np.uint64)
+    words[:, 0] = np.uint64(MAGIC_U32 | (ldev << 32))
+    words[:, 1] = lbas
+    words[:, 2] = np.uint64(write_id)
+    words[:, 3:] = _filler(np.full(sectors, write_id, dtype=np.uint64), lbas)
+    return words
+
+
+def make_payload(ldev: int, lba: int, sectors: int, write_id: int) -> bytes:
+    """Stamped payload of one host write: ``sectors * 512`` bytes."""
+    return make_words(ldev, lba, sectors, write_id).tobytes()
+
+
+def _as_words(image) -> np.ndarray:
+    """View an image (bytes, bytearray, memoryview or uint8 array) as (n, 64) u64."""
+    if isinstance(image, np.ndarray):
+        buf = np.ascontiguousarray(image).view(np.uint8).reshape(-1)
+    else:
+        buf = np.frombuffer(image, dtype=np.uint8)
+    if buf.size % SECTOR_BYTES:
+        raise ValueError(f"image size {buf.size} B is not a multiple of {SECTOR_BYTES} B")
+    return buf.view(_U64).reshape(-1, WORDS_PER_SECTOR)
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """Per-sector result of scanning an LDEV image.
+
+    ``state[s]`` is UNWRITTEN, OK or CORRUPT; ``write_ids[s]`` is the stamp's
+    write id where state is OK and 0 elsewhere (int64).
+    """
+
+    state: np.ndarray
+    write_ids: np.ndarray
+
+    @property
+    def corrupt_sectors(self) -> np.ndarray:
+        return np.flatnonzero(self.state == CORRUPT)
+
+
+def scan_image(image, ldev: int, first_lba: int = 0) -> ImageScan:
+    """Classify every sector of ``image`` (sector 0 is ``first_lba`` of ``ldev``)."""
+    words = _as_words(image)
+    n = words.shape[0]
+    head = words[:, 0]
+    has_magic = (head & np.uint64(0xFFFFFFFF)) == np.uint64(MAGIC_U32)
+    state = np.full(n, UNWRITTEN, dtype=np.int8)
+    state[~has_magic & words.any(axis=1)] = CORRUPT
+    write_ids = np.zeros(n, dtype=np.int64)
+    all_idx = np.flatnonzero(has_magic)
+    for lo in range(0, all_idx.size, _SCAN_CHUNK_SECTORS):   # bounded temporaries on big LDEVs
+        idx = all_idx[lo:lo + _SCAN_CHUNK_SECTORS]
+        sub = words[idx]
+        lbas = idx.astype(np.uint64) + np.uint64(first_lba)
+        wid = sub[:, 2]
+        good = ((sub[:, 0] >> np.uint64(32)) == np.uint64(ldev)) & (sub[:, 1] == lbas)
+        good &= (wid >= np.uint64(1)) & (wid <= np.uint64(MAX_WRITE_ID))
+        good &= (sub[:, 3:] == _filler(wid, lbas)).all(axis=1)
+        state[idx] = np.where(good, OK, CORRUPT)
+        write_ids[idx[good]] = wid[good].astype(np.int64)
+    return ImageScan(state=state, write_ids=write_ids)
+
+
+def read_stamps(image, ldev: int, first_lba: int = 0) -> np.ndarray:
+    """Write id per sector (int64): 0 = never written, -1 = corrupt/torn/foreign."""
+    scan = scan_image(image, ldev, first_lba)
+    out = scan.write_ids.copy()
+    out[scan.state == CORRUPT] = -1
+    return out
+
+
+@dataclass(frozen=True)
+class SectorStatus:
+    """Verdict on one sector: ``state`` in {"unwritten", "ok", "corrupt"}."""
+
+    state: str
+    write_id: int = 0
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+def verify_sector(sector, ldev: int, lba: int, expected_write_id: int | None = None) -> SectorStatus:
+    """Check one 512-byte sector that should sit at ``(ldev, lba)``.
+
+    Checks magic, ldev, lba, write id range and every filler word. With
+    ``expected_write_id`` a valid stamp of another write is reported corrupt
+    too (reason says which id was found).
+    """
+    words = _as_words(sector)
+    if words.shape[0] != 1:
+        raise ValueError(f"verify_sector needs exactly {SECTOR_BYTES} bytes, got {words.size * 8}")
+    w = words[0]
+    if (int(w[0]) & 0xFFFFFFFF) != MAGIC_U32:
+        if not w.any():
+            return SectorStatus("unwritten")
+        return SectorStatus("corrupt", reason="no EMUW magic and not all zero")
+    got_ldev, got_lba, wid = int(w[0]) >> 32, int(w[1]), int(w[2])
+    if got_ldev != ldev or got_lba != lba:
+        return SectorStatus("corrupt", wid, f"stamp says ldev {got_ldev} lba {got_lba}, sector is ldev {ldev} lba {lba}")
+    if not 1 <= wid <= MAX_WRITE_ID:
+        return SectorStatus("corrupt", wid, f"write id {wid} out of range")
+    bad = np.flatnonzero(w[3:] != _filler(np.array([wid]), np.array([lba]))[0])
+    if bad.size:
+        return SectorStatus("corrupt", wid, f"filler differs from write {wid} at byte {HEADER_BYTES + 8 * int(bad[0])} (torn or corrupted)")
+    if expected_write_id is not None and wid != expected_write_id:
+        return SectorStatus("corrupt", wid, f"holds write {wid}, expected {expected_write_id}")
+    return SectorStatus("ok", wid)
+
+
+def image_from_ids(write_ids, ldev: int, first_lba: int = 0) -> bytes:
+    """An image whose sector ``s`` holds the stamp of ``write_ids[s]`` (0 = all-zero sector).
+
+    Same bytes as applying every write's :func:`make_payload` in order; for
+    building large test or reference images in one vectorised step.
+    """
+    ids = np.asarray(write_ids, dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0):
+        raise ValueError("write ids must be >= 0 (0 = unwritten)")
+    words = np.zeros((ids.size, WORDS_PER_SECTOR), dtype=_U64)
+    idx = np.flatnonzero(ids)
+    lbas = np.arange(first_lba, first_lba + ids.size, dtype=np.uint64)[idx]
+    words[idx, 0] = np.uint64(MAGIC_U32 | (ldev << 32))
+    words[idx, 1] = lbas
+    words[idx, 2] = ids[idx].astype(np.uint64)
+    words[idx, 3:] = _filler(ids[idx].astype(np.uint64), lbas)
+    return words.tobytes()
