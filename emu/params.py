@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 REQUIRED = object()
 
 _CONVERT = {
-    "time": lambda v: units.time_ns(v),
+    "time": lambda v: units.time_ns(v, default_unit="ns"),  # a bare integer counts ns
     "size": lambda v: units.size_bytes(v),
     "rate": lambda v: units.rate_bps(v),
     "distance": lambda v: units.distance_m(v),

@@ -7,16 +7,19 @@ pre-touch them), survive the death of the actor using them, and are removed
 by the supervisor at shutdown, also when a run crashes or a test fails.
 
 Pitfall handled here: on Python 3.11 a process that merely attaches to a
-``SharedMemory`` registers it with its resource tracker, which unlinks it
-when that process exits; attaching processes unregister it at once, so the
-creator (the supervisor) is the one owner.
+``SharedMemory`` registers it with its resource tracker (shared with the
+parent after a fork), which unlinks it when that process exits. Actor
+processes therefore map the segment's file directly with ``mmap`` and never
+register it: the creator (the supervisor) is the one owner, and its
+resource tracker removes the segments if the supervisor itself is killed.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -36,7 +39,7 @@ class SharedRegion:
 
     @property
     def segment(self) -> str:
-        return self._shm.name
+        return self._shm.name if self._shm is not None else self._segment
 
     @classmethod
     def create(cls, rack_id: str, name: str, size: int) -> "SharedRegion":
@@ -48,17 +51,27 @@ class SharedRegion:
 
     @classmethod
     def attach(cls, segment: str, name: str, size: int) -> "SharedRegion":
-        shm = shared_memory.SharedMemory(name=segment, create=False)
-        try:  # we do not own it: keep our resource tracker from unlinking it
-            resource_tracker.unregister(shm._name, "shared_memory")
-        except Exception:
-            pass
-        return cls(shm, name, size, owner=False)
+        """Map an existing segment without registering it anywhere: an actor
+        process never owns (and so never unlinks) a region."""
+        fd = os.open(f"/dev/shm/{segment.lstrip('/')}", os.O_RDWR)
+        try:
+            mapping = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        region = cls.__new__(cls)
+        region._shm, region._mmap = None, mapping
+        region.name, region.size, region.owner = name, size, False
+        region._segment = segment
+        region.buf = np.ndarray((size,), dtype=np.uint8, buffer=mapping)
+        return region
 
     def close(self) -> None:
         self.buf = None
         try:
-            self._shm.close()
+            if self._shm is not None:
+                self._shm.close()
+            else:
+                self._mmap.close()
         except BufferError:
             pass  # a view is still alive somewhere; the mapping goes with the process
 

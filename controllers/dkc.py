@@ -1,0 +1,437 @@
+"""Disk controller (DKC) actor: cache, RAID5 over small disks, the firmware.
+
+The DKC hosts the sans-I/O firmware (``firmware.dkc.DkcFirmware``) and
+carries out its actions: peer messages go to the inter-site link, host
+completions go back over the channel after the controller's cost, firmware
+timers become actor timers, and disk costs become timed requests to the
+small-disk actors. LDEV data lives on the disks' shared-memory media through
+``firmware.raid.RaidArray``; the firmware's state (pairs, bitmaps, queues,
+save-area bitmap, saved-data queue, cache-resident saved tracks) is written
+to the DKC's non-volatile region after every event, so a DKC process killed
+and restarted mid-recovery resumes, and still rolls back correctly.
+
+Cost model (all from the config's [dkc] table): a command occupies the
+controller for ``cycles_per_io + cycles_per_kib * KiB`` cycles at ``clock``;
+commands queue FIFO on the controller. Writes are write-back (destaged to
+the disks without holding the host); a read of a track not in the cache
+waits for the disks.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections import OrderedDict
+
+import numpy as np
+
+from firmware.dkc import CancelTimer, DiskCost, DkcFirmware, HostDone, SendPeer, SetTimer, Trace
+from firmware.raid import DataLossError, RaidArray, RaidGroup, RaidLayout
+from firmware.store import SaveMediaError, SaveRow
+from emu.actor import Actor
+from emu.params import Param
+
+SECTOR_BYTES = 512
+NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
+PENDING_READS_MAX = 4096
+
+
+class DataLost(ValueError):
+    """A read that RAID5 cannot answer with the right bytes (double fault)."""
+
+
+class LdevStore:
+    """The firmware's ``TrackStore`` over a ``RaidArray`` (bytes in, bytes out)."""
+
+    sector_bytes = SECTOR_BYTES
+
+    def __init__(self, array: RaidArray, track_bytes: int):
+        self.array = array
+        self.track_bytes = track_bytes
+
+    def ldev_tracks(self, ldev: int) -> int:
+        try:
+            return self.array.ldev_tracks(ldev)
+        except KeyError:
+            raise ValueError(f"no such ldev {ldev}") from None
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        try:
+            return self.array.read_track(ldev, track).tobytes()
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        try:
+            self.array.write_track(ldev, track, np.frombuffer(data, dtype=np.uint8))
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        try:
+            return self.array.read_sectors(ldev, lba, n)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        try:
+            self.array.write_sectors(ldev, lba, data)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+
+class DiskSaveMedia:
+    """The firmware's ``SaveMedia``: a row per parity group (its parity
+    tracks, patent 220) and a row per spare disk (230)."""
+
+    def __init__(self, groups: list[RaidGroup], spares: list[np.ndarray], track_bytes: int):
+        self.groups = groups
+        self.spares = spares
+        self.spare_failed = [False] * len(spares)
+        self.track_bytes = track_bytes
+
+    def rows(self) -> list[SaveRow]:
+        out = [SaveRow(g, "parity", grp.layout.n_stripes) for g, grp in enumerate(self.groups)]
+        tracks = len(self.spares[0]) // self.track_bytes if self.spares else 0
+        out += [SaveRow(len(self.groups) + j, "spare", tracks) for j in range(len(self.spares))]
+        return out
+
+    def _spare(self, row_id: int, slot: int) -> np.ndarray:
+        j = row_id - len(self.groups)
+        if self.spare_failed[j]:
+            raise SaveMediaError(f"spare disk {j} failed")
+        return self.spares[j][slot * self.track_bytes:(slot + 1) * self.track_bytes]
+
+    def write_save(self, row_id: int, slot: int, data: bytes) -> None:
+        try:
+            if row_id < len(self.groups):
+                self.groups[row_id].write_parity_slot(slot, np.frombuffer(data, dtype=np.uint8))
+            else:
+                self._spare(row_id, slot)[:] = np.frombuffer(data, dtype=np.uint8)
+        except DataLossError as exc:
+            raise SaveMediaError(str(exc)) from None
+
+    def read_save(self, row_id: int, slot: int) -> bytes:
+        try:
+            if row_id < len(self.groups):
+                return self.groups[row_id].read_parity_slot(slot).tobytes()
+            return self._spare(row_id, slot).tobytes()
+        except DataLossError as exc:
+            raise SaveMediaError(str(exc)) from None
+
+    def lend(self, row_id: int) -> None:
+        if row_id < len(self.groups):
+            self.groups[row_id].lend_parity()
+
+    def release(self, row_id: int) -> None:
+        if row_id < len(self.groups):
+            try:
+                self.groups[row_id].recompute_parity()
+            except DataLossError as exc:
+                raise SaveMediaError(str(exc)) from None
+
+
+class Dkc(Actor):
+    KIND = "dkc"
+    DOC = "Disk controller (patent: 102/112) with cache, RAID5 and the remote-copy firmware."
+    PARAMS = {
+        "site": Param("str", doc="site name"),
+        "layout": Param("dict", doc="disks, parity groups and LDEVs (from the site config)"),
+        "cost": Param("dict", doc="controller cost model (the config's [dkc] table)"),
+        "pairs": Param("list", [], "pairs this DKC masters or backs up"),
+        "peers": Param("dict", {}, "remote site -> link actor"),
+        "recovery": Param("dict", {}, "firmware recovery options from [recovery]"),
+    }
+
+    # -- start / restart --------------------------------------------------------------
+    def _build(self, raid_state: list | None = None) -> None:
+        lay = self.params["layout"]
+        tb, nd = lay["track_bytes"], lay["n_data"]
+        self.tb = tb
+        media = [self.region(f"{d}.media").buf for d in lay["disks"]]
+        per = nd + 1
+        self.groups = []
+        for g in range(lay["groups"]):
+            layout = RaidLayout(nd, tb, lay["tracks_per_disk"])
+            members = media[g * per:(g + 1) * per]
+            if raid_state:
+                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g]))
+            else:
+                self.groups.append(RaidGroup(layout, members))
+        self.array = RaidArray(self.groups)
+        self.group_index = {id(g): i for i, g in enumerate(self.groups)}
+        for ld in lay["ldevs"]:
+            self.array.define_ldev(ld["ldev"], ld["tracks"], ld["group"])
+        self.store = LdevStore(self.array, tb)
+        self.media = DiskSaveMedia(self.groups, media[lay["groups"] * per:], tb)
+        self.cache: OrderedDict = OrderedDict()
+        self.cpu_free_ns = 0
+        self.pending_reads: dict[str, dict] = {}
+        self.disk_seq = 0
+        self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
+                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0}
+
+    def _fw_params(self) -> dict:
+        lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
+        return {"pairs": self.params["pairs"], "cache_save_threshold_tracks": cost["cache_save_threshold"],
+                "keep_raid5": rec.get("keep_raid5", False), "spares_usable": rec.get("spares_usable", True),
+                "format_shortcut": rec.get("format_shortcut", True),
+                "n_ldevs": len(lay["ldevs"]), "n_disks": lay["groups"] * (lay["n_data"] + 1),
+                "n_parity_disks": lay["groups"], "n_spare_disks": lay["spares"]}
+
+    def on_start(self):
+        self._build()
+        self.fw = DkcFirmware(self.params["site"], self.store, self.media, self._fw_params())
+        self.epochs = {site: 0 for site in sorted(self.params["peers"])}
+        self.nvm_gen = 0
+        self._persist()
+
+    def on_restart(self):
+        state = self._load_nvm()
+        if state is None:
+            self.on_start()
+            return
+        self._build(state["raid"])
+        self.fw = DkcFirmware.restore(state["fw"], self.store, self.media)
+        self.epochs = state["epochs"]
+        self.nvm_gen = state["gen"]
+        self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
+        self.trace("dkc.restart", gen=self.nvm_gen)
+        self._execute([*self.fw.timers()])
+
+    # -- non-volatile memory -----------------------------------------------------------------
+    def _persist(self) -> None:
+        blob = pickle.dumps({"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups],
+                             "epochs": self.epochs, "gen": self.nvm_gen + 1,
+                             "spare_failed": self.media.spare_failed}, protocol=pickle.HIGHEST_PROTOCOL)
+        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
+        half = (len(nvm) - 4096) // 2
+        if len(blob) > half:
+            raise RuntimeError(f"{self.name}: NVM state of {len(blob)} bytes exceeds {half}: size invariant violated")
+        self.nvm_gen += 1
+        off = 4096 + (self.nvm_gen % 2) * half   # two slots: the header flips only after the copy
+        nvm[off:off + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        nvm[:NVM_HEADER.size] = np.frombuffer(NVM_HEADER.pack(self.nvm_gen, off, len(blob)), dtype=np.uint8)
+
+    def _load_nvm(self) -> dict | None:
+        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
+        gen, off, length = NVM_HEADER.unpack(nvm[:NVM_HEADER.size].tobytes())
+        if gen == 0:
+            return None
+        return pickle.loads(nvm[off:off + length].tobytes())
+
+    # -- cost model ----------------------------------------------------------------------------
+    def _occupy(self, nbytes: int) -> int:
+        """Delay until a command moving ``nbytes`` is done on the controller."""
+        c = self.params["cost"]
+        cycles = c["cycles_per_io"] + c["cycles_per_kib"] * nbytes // 1024
+        start = max(self.now_ns, self.cpu_free_ns)
+        self.cpu_free_ns = start + cycles * 1_000_000_000 // c["clock_hz"]
+        return self.cpu_free_ns - self.now_ns
+
+    def _touch_cache(self, ldev: int, lba: int, sectors: int) -> bool:
+        """LRU over tracks; True when every track was already cached."""
+        spt = self.tb // SECTOR_BYTES
+        hit = True
+        for track in range(lba // spt, (lba + sectors - 1) // spt + 1):
+            key = (ldev, track)
+            if key in self.cache:
+                self.cache.move_to_end(key)
+            else:
+                hit = False
+                self.cache[key] = True
+                if len(self.cache) > self.params["cost"]["cache_tracks"]:
+                    self.cache.popitem(last=False)
+        return hit
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_message(self, src, kind, body):
+        try:
+            handler = _HANDLERS[kind]
+        except KeyError:
+            self.stats["bad_messages"] += 1
+            return
+        try:
+            handler(self, src, body)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            self.stats["bad_messages"] += 1
+            self.trace("dkc.bad_message", kind=kind, error=type(exc).__name__)
+        self._persist()
+
+    def on_io(self, src, body):
+        op, ldev, lba, sectors = body["op"], int(body["ldev"]), int(body["lba"]), int(body["sectors"])
+        req = [src, body["id"]]
+        hit = self._touch_cache(ldev, lba, sectors)
+        if op == "write":
+            self.stats["writes"] += 1
+            data = body["data"]
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("write data must be bytes")
+            self._execute(self.fw.host_write(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors, bytes(data)))
+            return
+        self.stats["reads"] += 1
+        self.stats["read_hits"] += hit
+        acts = self.fw.host_read(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors)
+        if hit:
+            self._execute(acts)
+            return
+        self._read_from_disks(req, ldev, lba, sectors, acts)
+
+    def _read_from_disks(self, req, ldev, lba, sectors, acts):
+        """A cache miss: the reply waits for the disk transfers of the tracks."""
+        spt = self.tb // SECTOR_BYTES
+        ios = []
+        for track in range(lba // spt, (lba + sectors - 1) // spt + 1):
+            try:
+                grp, lt = self.array.locate(ldev, track)
+                ios += [(self.group_index[id(grp)], io) for io in grp.plan_read(lt)]
+            except (DataLossError, KeyError, ValueError):
+                pass
+        if not ios or len(self.pending_reads) >= PENDING_READS_MAX:
+            self._execute(acts)
+            return
+        self.disk_seq += 1
+        rid = f"r{self.disk_seq}"
+        self.pending_reads[rid] = {"left": len(ios), "acts": acts}
+        for g, io in ios:
+            self._disk_io(g, io, rid)
+        self.set_timer(f"read:{rid}", self.params["cost"]["disk_timeout_ns"], rid)
+
+    def _disk_name(self, g: int, member: int) -> str:
+        lay = self.params["layout"]
+        return lay["disks"][g * (lay["n_data"] + 1) + member] if member <= lay["n_data"] else lay["disks"][-1]
+
+    def _disk_io(self, g: int, io, rid) -> None:
+        self.stats["disk_ios"] += 1
+        self.send(self._disk_name(g, io.disk), "io", {"id": rid, "op": io.op, "lba": io.offset_bytes // SECTOR_BYTES,
+                                                      "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
+
+    def on_disk_done(self, src, body):
+        rid = body.get("id")
+        pend = self.pending_reads.get(rid)
+        if pend is None:
+            return
+        pend["left"] -= 1
+        if pend["left"] <= 0:
+            del self.pending_reads[rid]
+            self.cancel_timer(f"read:{rid}")
+            self._execute(pend["acts"])
+
+    def on_peer(self, src, body):
+        site, epoch = body["from"], int(body["epoch"])
+        if epoch < self.epochs.get(site, 0):
+            self.stats["peer_dropped"] += 1
+            return
+        self.stats["peer_in"] += 1
+        msg = body["msg"]
+        if not isinstance(msg, dict):
+            raise TypeError("peer message must be a map")
+        self._execute(self.fw.peer_message(self.now_ns, site, msg))
+
+    def on_link_state(self, src, body):
+        peer, up = body["peer"], bool(body["up"])
+        self.epochs[peer] = int(body["epoch"])
+        result, acts = self.fw.command(self.now_ns, {"cmd": "link_up" if up else "link_down", "site": peer})
+        self._execute(acts)
+
+    def on_timer(self, name, data):
+        kind, _, rest = name.partition(":")
+        if kind == "fw":
+            self._execute(self.fw.timer(self.now_ns, rest))
+        elif kind == "read":
+            pend = self.pending_reads.pop(data, None)
+            if pend is not None:
+                self.stats["disk_timeouts"] += 1
+                self.trace("dkc.disk_timeout", rid=data)
+                self._execute(pend["acts"])
+        self._persist()
+
+    # -- firmware actions -------------------------------------------------------------------------
+    def _execute(self, actions) -> None:
+        for act in actions:
+            if isinstance(act, Trace):
+                self.trace(act.event, step=act.step, **act.fields)
+            elif isinstance(act, SendPeer):
+                link = self.params["peers"].get(act.site)
+                if link is None:
+                    self.trace("dkc.no_path", site=act.site)
+                    continue
+                self.send(link, "xfer", act.msg, delay_ns=self._occupy(0))
+            elif isinstance(act, HostDone):
+                host, _, ident = str(act.req_id).partition("|")
+                nbytes = len(act.data) if act.data else 0
+                self.send(host, "io_done", {"id": ident, "ok": act.ok, "error": act.error, "data": act.data},
+                          delay_ns=self._occupy(nbytes))
+            elif isinstance(act, SetTimer):
+                self.set_timer(f"fw:{act.name}", max(0, act.at_ns - self.now_ns))
+            elif isinstance(act, CancelTimer):
+                self.cancel_timer(f"fw:{act.name}")
+            elif isinstance(act, DiskCost):
+                self._disk_cost(act)
+
+    def _disk_cost(self, act: DiskCost) -> None:
+        """Destage / stage cost on the small disks (write-back: nobody waits)."""
+        try:
+            grp, lt = self.array.locate(act.ldev, act.track)
+            g = self.group_index[id(grp)]
+            plan = grp.plan_write(lt) if "write" in act.kind else grp.plan_read(lt)
+        except (DataLossError, KeyError, ValueError):
+            return
+        for io in plan:
+            self.stats["disk_ios"] += 1
+            self.send(self._disk_name(g, io.disk), "io", {"id": None, "op": io.op,
+                      "lba": io.offset_bytes // SECTOR_BYTES, "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
+
+    # -- console ------------------------------------------------------------------------------------
+    def on_control(self, command):
+        cmd = command.get("cmd")
+        try:
+            if cmd == "fw":
+                result, acts = self.fw.command(self.now_ns, dict(command["fw"]))
+                self._execute(acts)
+                return {"ok": True, **result}
+            if cmd == "disk_fail":
+                return self._disk_fail(int(command["disk"]))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        finally:
+            self._persist()
+        return super().on_control(command)
+
+    def _disk_fail(self, disk: int) -> dict:
+        lay = self.params["layout"]
+        per = lay["n_data"] + 1
+        if not 0 <= disk < lay["n_disks"]:
+            raise ValueError(f"no disk {disk} at {lay['name']} (0..{lay['n_disks'] - 1})")
+        g, m = divmod(disk, per)
+        if g < lay["groups"]:
+            self.groups[g].fail_disk(m)
+        else:
+            self.media.spare_failed[disk - lay["groups"] * per] = True
+        self.trace("dkc.disk_failed", disk=disk)
+        return {"ok": True, "disk": disk}
+
+    def on_query(self, q):
+        what = q.get("q")
+        if what == "fw":
+            try:
+                result, _ = self.fw.command(self.now_ns, dict(q["cmd"]))
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, **result}
+        if what == "export":
+            ldev = int(q["ldev"])
+            try:
+                n = self.store.ldev_tracks(ldev) * self.tb // SECTOR_BYTES
+                return {"ok": True, "data": self.store.read_sectors(ldev, 0, n)}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+        if what == "stats":
+            return {"stats": dict(self.stats), "cache_tracks": len(self.cache),
+                    "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent} for g in self.groups],
+                    "double_faults": list(self.fw.double_faults), "nvm_gen": self.nvm_gen}
+        return super().on_query(q)
+
+
+_HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
+             "link_state": Dkc.on_link_state}
