@@ -7,7 +7,7 @@ timers become actor timers, and disk costs become timed requests to the
 small-disk actors. LDEV data lives on the disks' shared-memory media through
 ``firmware.raid.RaidArray``; the firmware's state (pairs, bitmaps, queues,
 save-area bitmap, saved-data queue, cache-resident saved tracks) is written
-to the DKC's non-volatile region after every event, so a DKC process killed
+to the DKC's non-volatile region, so a DKC process killed
 and restarted mid-recovery resumes, and still rolls back correctly.
 
 Cost model (all from the config's [dkc] table): a command occupies the
@@ -28,12 +28,16 @@ import numpy as np
 from firmware.dkc import CancelTimer, DiskCost, DkcFirmware, HostDone, SendPeer, SetTimer, Trace
 from firmware.raid import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.store import SaveMediaError, SaveRow
+from controllers.link import message_bytes
 from emu.actor import Actor
 from emu.params import Param
 
 SECTOR_BYTES = 512
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
+#: firmware steps whose trace record also raises a named event for ``run until``
+SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
+                515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
 
 
 class DataLost(ValueError):
@@ -196,10 +200,13 @@ class Dkc(Actor):
         self.epochs = state["epochs"]
         self.nvm_gen = state["gen"]
         self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
-        self.trace("dkc.restart", gen=self.nvm_gen)
+        self.trace("dkc.restart")
         self._execute([*self.fw.timers()])
 
     # -- non-volatile memory -----------------------------------------------------------------
+    def on_checkpoint(self) -> None:
+        self._persist()
+
     def _persist(self) -> None:
         blob = pickle.dumps({"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups],
                              "epochs": self.epochs, "gen": self.nvm_gen + 1,
@@ -256,7 +263,6 @@ class Dkc(Actor):
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             self.stats["bad_messages"] += 1
             self.trace("dkc.bad_message", kind=kind, error=type(exc).__name__)
-        self._persist()
 
     def on_io(self, src, body):
         op, ldev, lba, sectors = body["op"], int(body["ldev"]), int(body["lba"]), int(body["sectors"])
@@ -344,19 +350,20 @@ class Dkc(Actor):
                 self.stats["disk_timeouts"] += 1
                 self.trace("dkc.disk_timeout", rid=data)
                 self._execute(pend["acts"])
-        self._persist()
 
     # -- firmware actions -------------------------------------------------------------------------
     def _execute(self, actions) -> None:
         for act in actions:
             if isinstance(act, Trace):
                 self.trace(act.event, step=act.step, **act.fields)
+                if act.step in SIGNAL_STEPS:
+                    self.signal(SIGNAL_STEPS[act.step])
             elif isinstance(act, SendPeer):
                 link = self.params["peers"].get(act.site)
                 if link is None:
                     self.trace("dkc.no_path", site=act.site)
                     continue
-                self.send(link, "xfer", act.msg, delay_ns=self._occupy(0))
+                self.send(link, "xfer", act.msg, delay_ns=self._occupy(message_bytes(act.msg)))
             elif isinstance(act, HostDone):
                 host, _, ident = str(act.req_id).partition("|")
                 nbytes = len(act.data) if act.data else 0
@@ -394,8 +401,6 @@ class Dkc(Actor):
                 return self._disk_fail(int(command["disk"]))
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
-        finally:
-            self._persist()
         return super().on_control(command)
 
     def _disk_fail(self, disk: int) -> dict:
@@ -429,7 +434,7 @@ class Dkc(Actor):
         if what == "stats":
             return {"stats": dict(self.stats), "cache_tracks": len(self.cache),
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent} for g in self.groups],
-                    "double_faults": list(self.fw.double_faults), "nvm_gen": self.nvm_gen}
+                    "double_faults": list(self.fw.double_faults)}
         return super().on_query(q)
 
 

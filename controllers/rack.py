@@ -27,7 +27,7 @@ MAX_SITES = 8
 MAX_LDEVS_PER_SITE = 1024
 MAX_DISKS_PER_SITE = 256
 MAX_SITE_MEDIA_BYTES = 8 << 30
-NVM_BYTES = 64 << 20  # sparse; holds the firmware's non-volatile state
+NVM_BYTES = 512 << 20  # sparse; two slots for the firmware state (time-series queue data included)
 
 # Defaults, with their sources.
 SITE_DEFAULTS = {
@@ -54,6 +54,7 @@ RECOVERY_DEFAULTS = {"max_time": "2s", "method": "save-old", "order": "bitmap", 
                      "unit": "ldev", "keep_raid5": False, "spares_usable": True,
                      "format_shortcut": True}
 PROPAGATION_NS_PER_KM = 5_000   # light in fibre, about 5 us/km (DESIGN section 4)
+PORT_LATENCY_NS = 1_000         # DKC port into the link adapter (assumption, stated)
 
 
 def _conv(fn, value, key, path):
@@ -226,7 +227,10 @@ def _assemble(rack, seed, path, sites, links, pairs, groups, rec, dkc) -> RackSp
             "a_site": ln["a"], "b_site": ln["b"], "propagation": ln["propagation_ns"],
             "bandwidth_bps": ln["bandwidth_bps"], "overhead": ln["overhead_ns"]}))
         for end in (ln["a"], ln["b"]):
-            lks.append(LinkSpec(f"{end}.dkc", ln["name"], ln["propagation_ns"]))
+            # into the link: the DKC's port; out of it: the fibre, whose
+            # propagation is the scheduler's lookahead between the sites
+            lks.append(LinkSpec(f"{end}.dkc", ln["name"], PORT_LATENCY_NS, directed=True))
+            lks.append(LinkSpec(ln["name"], f"{end}.dkc", ln["propagation_ns"], directed=True))
     quantum = _conv(units.time_ns, rack.get("quantum", "1ms"), "rack.quantum", path)
     storage = {"sites": sites, "links": links, "pairs": pairs, "groups": groups, "recovery": rec, "dkc": dkc}
     return RackSpec(str(rack.get("name", "rack")), seed, actors, lks, regions, quantum, source=path,

@@ -12,15 +12,13 @@ from typing import IO
 import numpy as np
 
 from controllers.checker import check, equals
+from controllers.dkc import SIGNAL_STEPS
 from controllers.writelog import WriteLog, WriteRecord
 from controllers.svp import SETTABLE, convert_setting
 from emu import units
 from emu.config import load_config
 from emu.rack import Rack
 
-#: firmware steps whose trace record also raises a named event for ``run until``
-SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
-                515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
 
 

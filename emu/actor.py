@@ -82,6 +82,12 @@ class Actor:
         """Called instead of ``on_start`` when a killed actor comes back."""
         self.on_start()
 
+    def on_checkpoint(self) -> None:
+        """Called when the actor pauses after handling events (end of a
+        scheduler round, or the rack pausing): the place to write state to
+        non-volatile memory. A process killed mid-round loses that round,
+        as if it had crashed at its start. Must not send, trace or draw."""
+
     # -- services ---------------------------------------------------------
     @property
     def now_ns(self) -> int:
@@ -142,6 +148,7 @@ class ActorHost:
         self.signals: list[tuple[int, str]] = []
         self.timer_gen: dict[str, int] = {}
         self.events_handled = 0
+        self.dirty = False
         actor._host = self
 
     # -- called by the actor ------------------------------------------------
@@ -191,6 +198,7 @@ class ActorHost:
             raise RuntimeError(f"{self.actor.name}: event at {t} before now {self.now_ns}: causality invariant violated")
         self.now_ns = t
         self.events_handled += 1
+        self.dirty = True
         if kind == TIMER:
             name, data = body
             if self.timer_gen.get(name) != seq:
@@ -209,7 +217,15 @@ class ActorHost:
     def control(self, now_ns: int, command: dict) -> dict:
         """Apply a console command at the paused time ``now_ns``."""
         self.now_ns = max(self.now_ns, now_ns)
-        return self.actor.on_control(command)
+        self.dirty = True
+        result = self.actor.on_control(command)
+        self.checkpoint()
+        return result
+
+    def checkpoint(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            self.actor.on_checkpoint()
 
     def take_outbox(self) -> list[tuple]:
         out, self.outbox = self.outbox, []

@@ -106,6 +106,9 @@ class InlineBackend:
                     self.sink.flush(t)
         finally:
             self.events_handled += n
+            for host in hosts:
+                if host is not None and host.dirty:
+                    host.checkpoint()
         self.sink.flush(until_ns)
         return until_ns
 

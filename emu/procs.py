@@ -51,10 +51,16 @@ class RackError(RuntimeError):
 
 
 def run_root() -> str:
-    """Per-user directory that holds each rack's private run directory."""
+    """Per-user directory that holds each rack's private run directory.
+    Run directories of supervisors that no longer exist (a crashed run) are
+    swept away here, so a crash never leaves socket files behind for long."""
     root = os.path.join(tempfile.gettempdir(), f"emu-{os.getuid()}")
     os.makedirs(root, mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
+    for name in os.listdir(root):
+        pid = name.split("_", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return root
 
 
@@ -131,8 +137,8 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
         frame = sock.recv()
         try:
             cmd, _seq, body = wire.decode(frame)
-            if cmd not in (Cmd.GRANT, Cmd.CONTROL, Cmd.QUERY, Cmd.STOP) or not isinstance(body, list):
-                raise wire.WireError(f"unexpected {cmd!r} for an actor")
+            if not _well_formed(cmd, body):
+                raise wire.WireError(f"unexpected {cmd!r} for an actor, or malformed body")
         except wire.WireError as exc:
             drops.drop(str(exc))
             continue
@@ -149,6 +155,7 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
             for ev in events:
                 host.push(tuple(ev))
             next_ns = host.run_until(horizon_ns)
+            host.checkpoint()
             sock.send(_pack(Cmd.DONE, [next_ns, host.take_outbox(), host.take_records(),
                                        _take_signals(host), host.events_handled]))
             continue
@@ -160,6 +167,25 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
             result = host.control(now_ns, command)
         sock.send(_pack(Cmd.REPLY, [result, host.next_ns(), host.take_outbox(), host.take_records(),
                                     _take_signals(host)]))
+
+
+def _well_formed(cmd, body) -> bool:
+    """Shape check of a decoded frame to an actor: a bad peer frame is
+    dropped and counted, never allowed to raise inside the actor loop."""
+    if not isinstance(body, list):
+        return False
+    if cmd == Cmd.STOP:
+        return True
+    if cmd == Cmd.QUERY:
+        return len(body) == 1 and isinstance(body[0], dict)
+    if cmd == Cmd.CONTROL:
+        return len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], dict)
+    if cmd == Cmd.GRANT:
+        return (len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], list)
+                and all(isinstance(ev, list) and len(ev) == 5 and isinstance(ev[0], int)
+                        and isinstance(ev[1], int) and isinstance(ev[2], int) and isinstance(ev[3], str)
+                        for ev in body[1]))
+    return False
 
 
 def _take_signals(host: ActorHost) -> list:
@@ -196,6 +222,13 @@ class ProcessesBackend:
         self.deaths: list[str] = []
         self.rundir = tempfile.mkdtemp(prefix=f"{rack_id}-", dir=run_root())
         os.chmod(self.rundir, 0o700)
+        try:
+            self._open(spec, preload)
+        except BaseException:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            raise
+
+    def _open(self, spec: RackSpec, preload: list[str] | None) -> None:
         self.endpoint = f"ipc://{self.rundir}/fabric.sock"
         mods = sorted({a.cls.partition(':')[0] for a in spec.actors})
         self.mp = _context((preload or []) + mods)
@@ -264,6 +297,16 @@ class ProcessesBackend:
         self.dropped_to_dead += len(self.pending[i])
         self.pending[i] = []
         self.pending_min[i] = NEVER_NS
+
+    def _lost(self, i: int) -> None:
+        """Actor ``i`` disconnected without being told to: reap it, mark it dead."""
+        p = self.procs[i]
+        p.join(REPLY_TIMEOUT_S)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+        self._mark_dead(i)
+        self.deaths.append(self.names[i])
 
     def restart(self, actor: str, now_ns: int) -> None:
         i = self.index_of[actor]
@@ -386,12 +429,21 @@ class ProcessesBackend:
 
     def _round(self, active, horizon) -> None:
         self.rounds += 1
+        waiting = set()
         for i in active:
             i = int(i)
-            self._send(i, Cmd.GRANT, [int(horizon[i]), self.pending[i]])
+            try:
+                self._send(i, Cmd.GRANT, [int(horizon[i]), self.pending[i]])
+            except zmq.ZMQError as exc:
+                # ROUTER_MANDATORY: the peer is gone (killed from outside since
+                # the last round); report it as died instead of crashing the rack
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._lost(i)
+                continue
             self.pending[i] = []
             self.pending_min[i] = NEVER_NS
-        waiting = {int(i) for i in active}
+            waiting.add(i)
         while waiting:
             try:
                 ident, cmd, body = self._recv(waiting)

@@ -109,7 +109,9 @@ class Station(Actor):
         self.rts: list[int] = []
 
     def on_message(self, src, kind, body):
-        self.queue.append(body)
+        # response time counts from arrival at the station, not from the send:
+        # the link latency is not part of the M/M/1 model
+        self.queue.append([body[0], self.now_ns])
         if not self.busy:
             self._serve()
 

@@ -353,20 +353,31 @@ def send_mirror(fw: DkcFirmware, pair: P.Pair, pieces: list, req_id) -> None:
     site = pair.r_site
     seq = fw.next_seq.get(site, 0)
     fw.next_seq[site] = seq + 1
-    fw.pending[(site, seq)] = {"req_id": req_id, "pair": pair.name, "tracks": [t for t, _, _ in pieces]}
+    fw.pending[(site, seq)] = {"req_id": req_id, "pair": pair.name, "tracks": [t for t, _, _ in pieces],
+                               "pieces": list(pieces)}
     fw.send(site, {"kind": MsgKind.RC_WRITE.value, "seq": seq,
                    "pieces": [(pair.name, t, o, d) for t, o, d in pieces]})
     fw.trace(None, "mirror_sent", pair=pair.name, seq=seq, mode=pair.mode)
 
 
-def mirror_failed(fw: DkcFirmware, pair: P.Pair, tracks: list[int], reason: str) -> None:
-    """The remote was not updated: suspend by error and remember the tracks."""
+def mirror_failed(fw: DkcFirmware, pair: P.Pair, tracks: list[int], reason: str,
+                  pieces: list | None = None) -> None:
+    """The remote was not updated: suspend by error and remember the tracks.
+
+    With the pieces at hand (a mirror write lost in flight, oldest first),
+    they go through 1201-1208 like an update made while suspended, so the
+    time-series queue stays complete and claim 3's ordered resync remains
+    usable after a link cut under load; without them the queue can no
+    longer vouch for the order and is marked incomplete."""
     if pair.bitmap is None:
         return
-    for track in tracks:
-        pair.bitmap.set(track)
-    if tracks:
-        fw.tsq_for(pair).incomplete = True
+    if pieces:
+        s1201_update_while_suspended(fw, pair, pieces)
+    else:
+        for track in tracks:
+            pair.bitmap.set(track)
+        if tracks:
+            fw.tsq_for(pair).incomplete = True
     if pair.state in (P.PAIR, P.COPY) and pair.sid is None:
         pair.state = P.PSUE
         fw.trace(None, "pair_suspended", pair=pair.name, reason=reason)
@@ -378,7 +389,7 @@ def mirror_done(fw: DkcFirmware, key: tuple, ok: bool, error: str | None) -> Non
         return
     pair = fw.pairs.pairs.get(entry["pair"])
     if not ok and pair is not None:
-        mirror_failed(fw, pair, entry["tracks"], error or "remote refused")
+        mirror_failed(fw, pair, entry["tracks"], error or "remote refused", entry.get("pieces"))
     req_id = entry["req_id"]
     if req_id is None or req_id not in fw.host_waits:
         return

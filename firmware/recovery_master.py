@@ -153,8 +153,9 @@ def pair_need_tracks(pair) -> int:
 
 
 def frees_on_reached(session: MasterSession) -> bool:
-    """Unit ldev + save-old: the remote frees a reached pair's saved tracks."""
-    return session.method == "save-old" and session.unit == "ldev"
+    """Unit ldev: the remote frees a reached pair's saved (save-old) or
+    staged-and-applied (stage-new) tracks."""
+    return session.method in ("save-old", "stage-new") and session.unit == "ldev"
 
 
 def s412_admit_next(fw, session: MasterSession) -> None:

@@ -156,9 +156,12 @@ def protected_write(fw, session: RemoteSession, pair, track: int, offset_sectors
 
 
 def frees_on_reached(session: RemoteSession, pair_name: str) -> bool:
-    """Beyond the patent: with unit ldev and save-old, a reached pair is never
-    rolled back, so its saved tracks are freed and later writes go in place."""
-    return session.method == SAVE_OLD and session.unit == "ldev" and pair_name in session.reached
+    """Beyond the patent: with unit ldev a reached pair is never rolled back,
+    so (save-old) its saved tracks are freed, or (stage-new) its staged tracks
+    are applied at once and freed; later writes to it go in place. Without
+    this, stage-new holds every staged track until completion and a session
+    larger than the save area could never admit its last pairs."""
+    return session.method in (SAVE_OLD, STAGE_NEW) and session.unit == "ldev" and pair_name in session.reached
 
 
 def free_pair_saves(fw, session: RemoteSession, pair) -> None:
@@ -284,6 +287,8 @@ def s513_record_reached(fw, session: RemoteSession, pair_name: str) -> None:
         session.reached.append(pair_name)
         fw.pairs.get(pair_name).state = P.PAIR
         if frees_on_reached(session, pair_name):
+            if session.method == STAGE_NEW:
+                apply_staged(fw, session, [pair_name])
             free_pair_saves(fw, session, fw.pairs.get(pair_name))
     fw.trace(513, "rc_reached_recorded", sid=session.sid, pair=pair_name)
 

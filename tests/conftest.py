@@ -31,10 +31,13 @@ def _our_children() -> list[int]:
 
 
 def _leftovers() -> dict:
+    """Ours = named after this test process's pid (rack ids start with it),
+    so a concurrent run on the same machine does not count."""
     root = run_root()
+    mine = f"{os.getpid()}_"
     return {
-        "segments": leftover_segments(),
-        "run dirs": sorted(os.listdir(root)),
+        "segments": [s for s in leftover_segments() if s.startswith("emu_" + mine)],
+        "run dirs": sorted(d for d in os.listdir(root) if d.startswith(mine)),
         "children": _our_children(),
     }
 

@@ -30,12 +30,12 @@ PATENT_STEPS = ([*range(350, 354)] + [*range(401, 414)] + [*range(501, 521)] + [
 
 
 def run_scenario(backend="inline", method="save-old", order="bitmap", unit="ldev", window=1,
-                 kill_after_ns=10 * MS, seed=1, bs="4KiB", remote_restart=False):
+                 kill_after_ns=10 * MS, seed=1, bs="4KiB", remote_restart=False, t_ns=T_NS):
     """Mirror, cut the link, write while suspended, resync, lose the master
     ``kill_after_ns`` into the recovery copy, wait past T; return the facts."""
     with StorageRack(CFG, backend=backend, seed=seed) as r:
         for key, value in (("method", method), ("order", order), ("unit", unit),
-                           ("window", str(window)), ("max_time", f"{T_NS}ns")):
+                           ("window", str(window)), ("max_time", f"{t_ns}ns")):
             r.set(key, value)
         r.paircreate("g0")
         r.run(150 * MS)
@@ -55,7 +55,7 @@ def run_scenario(backend="inline", method="save-old", order="bitmap", unit="ldev
         else:
             r.run(kill_after_ns)
         r.fault_site_down("main")
-        r.run(T_NS + 200 * MS)
+        r.run(t_ns + 200 * MS)
         verdict = r.verify()
         last = r.show("recovery-plan")["remote"]["last_remote"]
         sha = r.rack.finish_trace()
@@ -91,6 +91,16 @@ def test_master_lost_mid_recovery_leaves_remote_consistent(method, order, unit, 
     verdict, last, _ = run_scenario(method=method, order=order, unit=unit, window=window,
                                     kill_after_ns=kill_ms * MS, seed=kill_ms)
     assert_consistent(verdict, last, seed=kill_ms)
+
+
+@pytest.mark.parametrize("method", ["save-old", "stage-new"])
+def test_recovery_that_completes_keeps_the_new_image(method):
+    """A copy that finishes before the master is lost: the remote reports
+    completion (413/514/520), nothing is rolled back, the image is consistent."""
+    verdict, last, _ = run_scenario(method=method, window=32, kill_after_ns=900 * MS, seed=5,
+                                    t_ns=1_000 * MS)
+    assert last is not None and last["outcome"] == "complete", last
+    assert verdict["consistent"], verdict["groups"]
 
 
 def test_format_writes_and_time_order_reach_the_shortcut():
