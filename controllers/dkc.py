@@ -35,6 +35,8 @@ from emu.params import Param
 SECTOR_BYTES = 512
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
+REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
+REBUILD_RETRY_NS = 500_000_000        # retry a step whose disk transfers never all came back
 #: firmware steps whose trace record also raises a named event for ``run until``
 SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
                 515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
@@ -148,18 +150,28 @@ class Dkc(Actor):
     }
 
     # -- start / restart --------------------------------------------------------------
-    def _build(self, raid_state: list | None = None) -> None:
+    def _build(self, raid_state: list | None = None, disk_map: dict | None = None) -> None:
         lay = self.params["layout"]
         tb, nd = lay["track_bytes"], lay["n_data"]
         self.tb = tb
         media = [self.region(f"{d}.media").buf for d in lay["disks"]]
+        self.media_bufs = media
         per = nd + 1
+        first_spare = lay["groups"] * per
+        #: which site disk backs each member of each group (a rebuild swaps in a spare)
+        self.member_map = disk_map["members"] if disk_map else [list(range(g * per, (g + 1) * per))
+                                                               for g in range(lay["groups"])]
+        #: spares not consumed by a rebuild, and rebuilds in progress: group -> spare disk
+        self.free_spares = disk_map["free_spares"] if disk_map else list(range(first_spare, lay["n_disks"]))
+        self.rebuilds = disk_map["rebuilds"] if disk_map else {}
+        self.rebuild_wait: dict[int, int] = {}
         self.groups = []
         for g in range(lay["groups"]):
             layout = RaidLayout(nd, tb, lay["tracks_per_disk"])
-            members = media[g * per:(g + 1) * per]
+            members = [media[d] for d in self.member_map[g]]
             if raid_state:
-                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g]))
+                spare = media[self.rebuilds[g]] if g in self.rebuilds else None
+                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g], spare))
             else:
                 self.groups.append(RaidGroup(layout, members))
         self.array = RaidArray(self.groups)
@@ -167,13 +179,13 @@ class Dkc(Actor):
         for ld in lay["ldevs"]:
             self.array.define_ldev(ld["ldev"], ld["tracks"], ld["group"])
         self.store = LdevStore(self.array, tb)
-        self.media = DiskSaveMedia(self.groups, media[lay["groups"] * per:], tb)
+        self.media = DiskSaveMedia(self.groups, media[first_spare:], tb)
         self.cache: OrderedDict = OrderedDict()
         self.cpu_free_ns = 0
         self.pending_reads: dict[str, dict] = {}
         self.disk_seq = 0
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
-                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0}
+                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -195,13 +207,15 @@ class Dkc(Actor):
         if state is None:
             self.on_start()
             return
-        self._build(state["raid"])
+        self._build(state["raid"], state["disks"])
         self.fw = DkcFirmware.restore(state["fw"], self.store, self.media)
         self.epochs = state["epochs"]
         self.nvm_gen = state["gen"]
         self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
         self.trace("dkc.restart")
         self._execute([*self.fw.timers()])
+        for g in sorted(self.rebuilds):
+            self.set_timer(f"rebuild:{g}", 0, g)
 
     # -- non-volatile memory -----------------------------------------------------------------
     def on_checkpoint(self) -> None:
@@ -210,6 +224,8 @@ class Dkc(Actor):
     def _persist(self) -> None:
         blob = pickle.dumps({"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups],
                              "epochs": self.epochs, "gen": self.nvm_gen + 1,
+                             "disks": {"members": self.member_map, "free_spares": self.free_spares,
+                                       "rebuilds": self.rebuilds},
                              "spare_failed": self.media.spare_failed}, protocol=pickle.HIGHEST_PROTOCOL)
         nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
         half = (len(nvm) - 4096) // 2
@@ -273,7 +289,12 @@ class Dkc(Actor):
             data = body["data"]
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError("write data must be bytes")
-            self._execute(self.fw.host_write(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors, bytes(data)))
+            try:
+                acts = self.fw.host_write(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors, bytes(data))
+            except DataLost as exc:   # a double fault: fail the write, never pretend it worked
+                acts = [HostDone(f"{src}|{body['id']}", False, str(exc), None)]
+                self.trace("dkc.data_loss", ldev=ldev, lba=lba, error=str(exc))
+            self._execute(acts)
             return
         self.stats["reads"] += 1
         self.stats["read_hits"] += hit
@@ -298,14 +319,18 @@ class Dkc(Actor):
             return
         self.disk_seq += 1
         rid = f"r{self.disk_seq}"
-        self.pending_reads[rid] = {"left": len(ios), "acts": acts}
+        self.pending_reads[rid] = {"left": len(ios), "acts": acts, "answered": [],
+                                   "disks": sorted({self._disk_index(g, io.disk) for g, io in ios})}
         for g, io in ios:
             self._disk_io(g, io, rid)
         self.set_timer(f"read:{rid}", self.params["cost"]["disk_timeout_ns"], rid)
 
     def _disk_name(self, g: int, member: int) -> str:
-        lay = self.params["layout"]
-        return lay["disks"][g * (lay["n_data"] + 1) + member] if member <= lay["n_data"] else lay["disks"][-1]
+        """Member ``member`` of group ``g`` (n_disks = the spare being rebuilt)."""
+        disks = self.params["layout"]["disks"]
+        if member < len(self.member_map[g]):
+            return disks[self.member_map[g][member]]
+        return disks[self.rebuilds[g]]
 
     def _disk_io(self, g: int, io, rid) -> None:
         self.stats["disk_ios"] += 1
@@ -314,10 +339,19 @@ class Dkc(Actor):
 
     def on_disk_done(self, src, body):
         rid = body.get("id")
+        if isinstance(rid, str) and rid.startswith("rb:"):
+            g = int(rid[3:])
+            self.rebuild_wait[g] = self.rebuild_wait.get(g, 0) - 1
+            if self.rebuild_wait[g] == 0 and g in self.rebuilds:
+                self.cancel_timer(f"rebuild:{g}")
+                self._rebuild_step(g)
+            return
         pend = self.pending_reads.get(rid)
         if pend is None:
             return
         pend["left"] -= 1
+        if src in self.params["layout"]["disks"]:
+            pend["answered"].append(self.params["layout"]["disks"].index(src))
         if pend["left"] <= 0:
             del self.pending_reads[rid]
             self.cancel_timer(f"read:{rid}")
@@ -348,8 +382,13 @@ class Dkc(Actor):
             pend = self.pending_reads.pop(data, None)
             if pend is not None:
                 self.stats["disk_timeouts"] += 1
-                self.trace("dkc.disk_timeout", rid=data)
+                self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
+                for disk in pend["disks"]:
+                    if disk not in pend["answered"]:
+                        self._fail_site_disk(disk, "no answer")
                 self._execute(pend["acts"])
+        elif kind == "rebuild":
+            self._rebuild_step(int(data))
 
     # -- firmware actions -------------------------------------------------------------------------
     def _execute(self, actions) -> None:
@@ -403,18 +442,82 @@ class Dkc(Actor):
             return {"ok": False, "error": str(exc)}
         return super().on_control(command)
 
+    def _disk_index(self, g: int, member: int) -> int:
+        return self.member_map[g][member] if member < len(self.member_map[g]) else self.rebuilds[g]
+
     def _disk_fail(self, disk: int) -> dict:
         lay = self.params["layout"]
-        per = lay["n_data"] + 1
         if not 0 <= disk < lay["n_disks"]:
             raise ValueError(f"no disk {disk} at {lay['name']} (0..{lay['n_disks'] - 1})")
-        g, m = divmod(disk, per)
-        if g < lay["groups"]:
-            self.groups[g].fail_disk(m)
-        else:
-            self.media.spare_failed[disk - lay["groups"] * per] = True
-        self.trace("dkc.disk_failed", disk=disk)
+        self._fail_site_disk(disk, "fault command")
         return {"ok": True, "disk": disk}
+
+    def _fail_site_disk(self, disk: int, why: str) -> None:
+        """A small disk is gone: its group runs degraded and, when a spare is
+        free, rebuilds onto it online while host I/O continues."""
+        lay = self.params["layout"]
+        first_spare = lay["groups"] * (lay["n_data"] + 1)
+        self.trace("dkc.disk_failed", disk=disk, why=why)
+        for g, members in enumerate(self.member_map):
+            if disk in members:
+                m = members.index(disk)
+                if m not in self.groups[g].failed_disks:
+                    self.groups[g].fail_disk(m)
+                self._start_rebuild(g)
+                return
+            if self.rebuilds.get(g) == disk:   # the rebuild target itself died
+                self.trace("raid.rebuild_target_lost", group=g, disk=disk)
+        if disk >= first_spare:
+            self.media.spare_failed[disk - first_spare] = True
+            if disk in self.free_spares:
+                self.free_spares.remove(disk)
+
+    def _start_rebuild(self, g: int) -> None:
+        grp = self.groups[g]
+        if g in self.rebuilds or not self.free_spares or len(grp.failed_disks) != 1 or grp.parity_lent:
+            return
+        spare = self.free_spares.pop(0)
+        try:
+            grp.start_rebuild(self.media_bufs[spare])
+        except (ValueError, DataLossError) as exc:
+            self.free_spares.insert(0, spare)
+            self.trace("raid.rebuild_refused", group=g, error=str(exc))
+            return
+        first_spare = self.params["layout"]["groups"] * (self.params["layout"]["n_data"] + 1)
+        self.media.spare_failed[spare - first_spare] = True   # no longer a save area
+        self.rebuilds[g] = spare
+        self.trace("raid.rebuild_start", group=g, spare=spare)
+        self.set_timer(f"rebuild:{g}", 0, g)
+
+    def _rebuild_step(self, g: int) -> None:
+        grp, spare = self.groups[g], self.rebuilds.get(g)
+        if spare is None:
+            return
+        failed_before = set(grp.failed_disks)
+        try:
+            done, total = grp.rebuild_step(REBUILD_STRIPES_PER_STEP)
+        except DataLossError as exc:
+            self.trace("raid.rebuild_failed", group=g, error=str(exc))
+            del self.rebuilds[g]
+            return
+        self.stats["rebuilt_stripes"] += REBUILD_STRIPES_PER_STEP
+        tb_sectors = self.tb // SECTOR_BYTES
+        live = [d for m, d in enumerate(self.member_map[g]) if m not in failed_before] + [spare]
+        if done < total:   # closed loop: the next step waits for these transfers
+            self.rebuild_wait[g] = len(live)
+        for d in live:
+            self.send(self.params["layout"]["disks"][d], "io", {
+                "id": f"rb:{g}" if done < total else None, "op": "w" if d == spare else "r",
+                "lba": (done - REBUILD_STRIPES_PER_STEP) * tb_sectors, "sectors": tb_sectors * REBUILD_STRIPES_PER_STEP})
+        if done == total:
+            (replaced,) = failed_before - set(grp.failed_disks)
+            self.member_map[g][replaced] = spare
+            del self.rebuilds[g]
+            self.trace("raid.rebuilt", group=g, spare=spare, stripes=total)
+        else:
+            if done % (REBUILD_STRIPES_PER_STEP * 16) == 0:
+                self.trace("raid.rebuild_progress", group=g, done=done, total=total)
+            self.set_timer(f"rebuild:{g}", REBUILD_RETRY_NS, g)   # a step that stalls is retried
 
     def on_query(self, q):
         what = q.get("q")
@@ -433,7 +536,11 @@ class Dkc(Actor):
                 return {"ok": False, "error": str(exc)}
         if what == "stats":
             return {"stats": dict(self.stats), "cache_tracks": len(self.cache),
-                    "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent} for g in self.groups],
+                    "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
+                              "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
+                              "lost_tracks": len(g.lost_tracks())}
+                             for i, g in enumerate(self.groups)],
+                    "free_spares": list(self.free_spares),
                     "double_faults": list(self.fw.double_faults)}
         return super().on_query(q)
 

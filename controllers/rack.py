@@ -46,7 +46,7 @@ DKC_DEFAULTS = {
     "channel_latency": "10us",  # host <-> DKC channel, one way
     "cache_tracks": 4096,       # cache size in tracks (LRU for read hits)
     "cache_save_threshold": 8,  # tracks of saved data kept in cache before disks (patent 511/512)
-    "disk_timeout": "200ms",    # a disk that does not answer in this time is failed
+    "disk_timeout": "2s",       # a disk that does not answer in this time is failed (SCSI-era command timeouts are seconds)
     "bus_latency": "5us",       # DKC <-> small disk, one way
 }
 LINK_DEFAULTS = {"bandwidth": "1Gb/s", "command_overhead": "20us", "distance": "100km"}
