@@ -13,11 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from controllers.stamp import make_payload, read_stamps
-from controllers.workload import Workload, parse_spec
+from controllers.traces import map_to_ldevs, read_trace, scale_time
+from controllers.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
 from emu.params import Param
 
 SECTOR_BYTES = 512
+
+
+def _ldev_list(text: str) -> list[int]:
+    return list(_parse_ldevs(text))
 WORKLOADS_MAX = 16
 IOS_IN_FLIGHT_MAX = 4096
 
@@ -76,6 +81,8 @@ class HostCpu(Actor):
             return {"ok": False, "error": f"workload {name!r} is already running"}
         if len(self.workloads) >= WORKLOADS_MAX and name not in self.workloads:
             return {"ok": False, "error": f"at most {WORKLOADS_MAX} workloads"}
+        if "trace=" in spec:
+            return self._start_trace(name, spec)
         try:
             wl = Workload(parse_spec(spec), list(self.params["ldev_sectors"]))
         except ValueError as exc:
@@ -93,8 +100,44 @@ class HostCpu(Actor):
                 self._issue(name)
         return {"ok": True}
 
+    def _start_trace(self, name, spec):
+        """Replay a block trace open loop: ``trace=PATH [format=msr|mqsim|tencent]
+        [scale=F] [ldevs=0-3] [limit=N]`` (times multiplied by F; volumes and
+        LBAs mapped onto the LDEVs by ``controllers.traces.map_to_ldevs``)."""
+        opts = dict(tok.split("=", 1) for tok in spec.split() if "=" in tok)
+        unknown = sorted(set(opts) - {"trace", "format", "scale", "ldevs", "limit"})
+        if unknown:
+            return {"ok": False, "error": f"unknown trace replay key(s) {', '.join(unknown)} "
+                                          "(trace, format, scale, ldevs, limit)"}
+        try:
+            records = read_trace(opts["trace"], opts.get("format"))
+            records = scale_time(records, float(opts.get("scale", "1")))
+            limit = int(opts.get("limit", "100000"))
+            ldevs = _ldev_list(opts["ldevs"]) if "ldevs" in opts else None
+            ios = map_to_ldevs(records[:limit], list(self.params["ldev_sectors"]), ldevs)
+        except (OSError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+        self.workloads[name] = {"wl": None, "trace": ios, "pos": 0, "stopped": False, "open": 0,
+                                "issued": 0, "start_ns": self.now_ns}
+        self.trace("workload.trace", name=name, ios=len(ios))
+        if ios:
+            self.set_timer(f"replay:{name}", ios[0].time_ns, name)
+        return {"ok": True, "ios": len(ios)}
+
+    def _replay_next(self, name):
+        st = self.workloads[name]
+        ios = st["trace"]
+        while not st["stopped"] and st["pos"] < len(ios) and ios[st["pos"]].time_ns <= self.now_ns - st["start_ns"]:
+            io = ios[st["pos"]]
+            st["pos"] += 1
+            self._send_io(name, io.op, io.ldev, io.lba, io.sectors)
+        if not st["stopped"] and st["pos"] < len(ios):
+            self.set_timer(f"replay:{name}", st["start_ns"] + ios[st["pos"]].time_ns - self.now_ns, name)
+
     # -- I/O ------------------------------------------------------------------------
     def _expired(self, st) -> bool:
+        if st["wl"] is None:
+            return st["stopped"] or st["pos"] >= len(st["trace"])
         rt = st["wl"].spec.runtime_ns
         return st["stopped"] or (rt is not None and self.now_ns - st["start_ns"] >= rt)
 
@@ -103,6 +146,10 @@ class HostCpu(Actor):
         if self._expired(st) or len(self.inflight) >= IOS_IN_FLIGHT_MAX:
             return
         op, ldev, lba, sectors = st["wl"].next_io(st["rng"])
+        self._send_io(name, op, ldev, lba, sectors)
+
+    def _send_io(self, name, op, ldev, lba, sectors):
+        st = self.workloads[name]
         self.next_io += 1
         ident = f"{self.name}#{self.next_io}"
         body = {"id": ident, "op": op, "ldev": ldev, "lba": lba, "sectors": sectors}
@@ -120,6 +167,9 @@ class HostCpu(Actor):
         self.send(self.params["dkc"], "io", body)
 
     def on_timer(self, name, data):
+        if name.startswith("replay:"):
+            self._replay_next(data)
+            return
         st = self.workloads.get(data)
         if st is None or self._expired(st):
             return
@@ -142,7 +192,7 @@ class HostCpu(Actor):
         else:
             self.errors += 1
             self.trace("io.error", op=io["op"], ldev=io["ldev"], lba=io["lba"], error=body.get("error"))
-        if st["wl"].spec.interarrival_ns is None:
+        if st["wl"] is not None and st["wl"].spec.interarrival_ns is None:
             self._issue(io["wl"])
 
     def _complete(self, io, body):
