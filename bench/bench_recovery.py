@@ -60,13 +60,19 @@ def _config_file() -> str:
     return path
 
 
+def _mirrored(path: str, backend: str) -> StorageRack:
+    """A rack whose pairs have finished their initial copy."""
+    r = StorageRack(path, backend=backend)
+    r.paircreate("g0")
+    r.run_until("pair.mirroring", 10_000 * MS)
+    r.run(1_000 * MS)
+    return r
+
+
 def recovery_utilisation(window: int, backend: str = "inline") -> dict:
     path = _config_file()
     try:
-        with StorageRack(path, backend=backend) as r:
-            r.paircreate("g0")
-            r.run_until("pair.mirroring", 10_000 * MS)
-            r.run(1_000 * MS)
+        with _mirrored(path, backend) as r:
             r.fault_link("down")
             r.workload_start("fill", "rw=write bs=64KiB iodepth=8 ldevs=0-3")
             r.run(100 * MS)
@@ -98,10 +104,7 @@ def sync_latency(backend: str = "inline") -> dict:
     latency must equal the sum of the configured costs on the path."""
     path = _config_file()
     try:
-        with StorageRack(path, backend=backend) as r:
-            r.paircreate("g0")
-            r.run_until("pair.mirroring", 10_000 * MS)
-            r.run(1_000 * MS)
+        with _mirrored(path, backend) as r:
             r.phase("sync")
             r.workload_start("w", "rw=randwrite bs=4KiB iodepth=1 ldevs=0-3 seed=2")
             r.run(500 * MS)

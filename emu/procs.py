@@ -237,6 +237,10 @@ class ProcessesBackend:
         self.sock.linger = 0
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a blocking recv that gives up after the liveness interval: cheaper
+        # per round than a Poller.poll followed by a recv
+        self.sock.setsockopt(zmq.RCVTIMEO, LIVENESS_POLL_MS)
+        self.idents = [n.encode() for n in self.names]
         self.sock.bind(self.endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
@@ -347,13 +351,15 @@ class ProcessesBackend:
 
     # -- messaging ------------------------------------------------------------------
     def _send(self, i: int, cmd: Cmd, body) -> None:
-        self.sock.send_multipart([self.names[i].encode(), _pack(cmd, body)])
+        self.sock.send_multipart([self.idents[i], _pack(cmd, body)])
 
     def _recv(self, expect: set[int]):
         """Next well-formed frame from one of ``expect``; dead children raise."""
         waited_s = 0.0
         while True:
-            if not self.poller.poll(LIVENESS_POLL_MS):
+            try:
+                frames = self.sock.recv_multipart()
+            except zmq.Again:
                 waited_s += LIVENESS_POLL_MS / 1000
                 for i in sorted(expect):
                     p = self.procs[i]
@@ -364,7 +370,6 @@ class ProcessesBackend:
                 if waited_s > REPLY_TIMEOUT_S:
                     raise RackError(f"no answer from {[self.names[i] for i in sorted(expect)]} in {REPLY_TIMEOUT_S}s")
                 continue
-            frames = self.sock.recv_multipart()
             if len(frames) != 2 or frames[0].decode(errors="replace") not in self.index_of:
                 self.drops.drop("bad envelope")
                 continue
@@ -386,13 +391,18 @@ class ProcessesBackend:
 
     def _absorb_reply(self, i: int, body):
         result, next_ns, outbox, records, signals = body
+        self._absorb(i, next_ns, outbox, records, signals)
+        return result
+
+    def _absorb(self, i: int, next_ns: int, outbox, records, signals) -> None:
+        """An actor's answer: its next event time, messages to route, trace
+        records and signals."""
         self.host_next[i] = next_ns
         self._route(outbox)
         if records:
             self.sink.add(records)
         for t, who, name in signals:
             self.signals.append((t, who, name))
-        return result
 
     def _route(self, outbox) -> None:
         pending, pmin, alive = self.pending, self.pending_min, self.alive_mask
@@ -418,12 +428,14 @@ class ProcessesBackend:
             raise ValueError("exact stop on a signal needs the inline backend")
         while True:
             nxt = self.next_vector()
-            if nxt.min() >= until_ns:
+            safe_ns = int(nxt.min())
+            if safe_ns >= until_ns:
                 break
+            # no actor can still record below its next event time
+            self.sink.flush(safe_ns)
             horizon = np.minimum((nxt[:, None] + self.dist).min(axis=0), until_ns)
             active = np.nonzero((nxt < horizon) & self.alive_mask)[0]
             self._round(active, horizon)
-            self.sink.flush(int(self.next_vector().min()))
         self.sink.flush(until_ns)
         return until_ns
 
@@ -456,13 +468,8 @@ class ProcessesBackend:
                 continue
             waiting.discard(i)
             next_ns, outbox, records, signals, handled = body
-            self.host_next[i] = next_ns
             self.events_by_actor[i] = handled
-            self._route(outbox)
-            if records:
-                self.sink.add(records)
-            for t, who, name in signals:
-                self.signals.append((t, who, name))
+            self._absorb(i, next_ns, outbox, records, signals)
 
     # -- console -----------------------------------------------------------------------
     def control(self, actor: str, now_ns: int, command: dict) -> dict:
