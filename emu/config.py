@@ -13,6 +13,7 @@ expected; the CLI prints it as one line and exits 2.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError("not UTF-8 text", path=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
+        if line is None:  # Python < 3.14: the line is only in the text "(at line N, column M)"
+            found = re.search(r"\(at line (\d+)", str(exc))
+            line = int(found.group(1)) if found else None
         msg = str(exc).split(" (at line")[0]
         raise ConfigError(f"TOML syntax: {msg}", path=str(path), line=line) from None
 
@@ -123,19 +127,18 @@ def build_generic(doc: dict, path: str) -> RackSpec:
                     quantum_ns, source=path)
 
 
-def _time(value, key: str, path: str) -> int:
+def _unit(parse, what: str, example: str, value, key: str, path: str) -> int:
     if value is None:
-        raise ConfigError("required duration missing (e.g. '10us')", key, path)
+        raise ConfigError(f"required {what} missing (e.g. '{example}')", key, path)
     try:
-        return units.time_ns(value)
+        return parse(value)
     except ValueError as exc:
         raise ConfigError(str(exc), key, path) from None
+
+
+def _time(value, key: str, path: str) -> int:
+    return _unit(units.time_ns, "duration", "10us", value, key, path)
 
 
 def _size(value, key: str, path: str) -> int:
-    if value is None:
-        raise ConfigError("required size missing (e.g. '64KiB')", key, path)
-    try:
-        return units.size_bytes(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc), key, path) from None
+    return _unit(units.size_bytes, "size", "64KiB", value, key, path)

@@ -7,6 +7,7 @@ says what was expected; config loading adds the file and key.
 
 from __future__ import annotations
 
+import math
 import re
 
 _NUM = r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*"
@@ -29,7 +30,7 @@ def _parse(text, table: dict, what: str, default_unit: str | None) -> float:
     if isinstance(text, (int, float)):
         if default_unit is None:
             raise ValueError(f"expected a {what} with a unit like '{_example(table)}', got {text!r}")
-        return float(text) * table[default_unit]
+        return _finite(float(text) * table[default_unit], text, what)
     if not isinstance(text, str):
         raise ValueError(f"expected a {what} like '{_example(table)}', got {text!r}")
     m = re.fullmatch(_NUM + r"([A-Za-zµ/]*)\s*", text)
@@ -42,7 +43,15 @@ def _parse(text, table: dict, what: str, default_unit: str | None) -> float:
         unit = default_unit
     if unit not in table:
         raise ValueError(f"unknown unit {unit!r} in {text!r}; expected one of {', '.join(table)}")
-    return number * table[unit]
+    return _finite(number * table[unit], text, what)
+
+
+def _finite(value: float, text, what: str) -> float:
+    # TOML allows inf and nan, and "1e400s" overflows: int() of those would
+    # raise OverflowError (a traceback instead of a config error)
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite {what}, got {text!r}")
+    return value
 
 
 def _example(table: dict) -> str:
@@ -95,8 +104,8 @@ def rpm(text) -> float:
         value = float(re.fullmatch(_NUM + r"(rpm)?\s*", text).group(1))
     else:
         raise ValueError(f"expected a spindle speed like '5400rpm', got {text!r}")
-    if value <= 0:
-        raise ValueError(f"spindle speed must be positive, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):  # written so that nan fails too
+        raise ValueError(f"spindle speed must be positive and finite, got {text!r}")
     return value
 
 

@@ -85,7 +85,8 @@ class DropCounter:
 
     def drop(self, reason: str) -> None:
         self.dropped += 1
-        key = reason.split(":")[0]
+        # the kind of fault, without its details ("bad magic b'..'" -> "bad magic")
+        key = " ".join(reason.split(":")[0].split()[:2])
         if key not in self._seen and self._log is not None:
             self._seen.add(key)
             self._log(f"{self.who}: dropped malformed frame ({reason}); further ones are counted")
