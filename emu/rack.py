@@ -107,6 +107,8 @@ class Rack:
         end = min(NEVER_NS, self.now_ns + limit_ns)
         while True:
             nxt = self.backend.next_ns()
+            if self.scheduled:   # a scheduled fault is work still to come
+                nxt = min(nxt, self.scheduled[0][0])
             if nxt >= end or nxt >= NEVER_NS:
                 return self.now_ns
             q = self.spec.quantum_ns
