@@ -69,5 +69,9 @@ class SmallDisk(Actor):
         return super().on_control(command)
 
     def on_query(self, q):
-        return {"ios": self.ios, "busy_ns": self.busy_ns, "queue_max": self.queue_max,
+        """busy_ns counts service time up to now; work already queued beyond
+        now is reported as backlog_ns (an overloaded disk shows it growing)."""
+        backlog = max(0, self.model.busy_until_ns - self.now_ns)
+        return {"ios": self.ios, "busy_ns": self.busy_ns - min(backlog, self.busy_ns), "backlog_ns": backlog,
+                "queue_max": self.queue_max,
                 "failed": self.failed, "role": self.params["role"]}

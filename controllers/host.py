@@ -72,7 +72,7 @@ class HostCpu(Actor):
 
     def _phase_mark(self):
         self.phase_t.setdefault(self.phase, [self.now_ns, self.now_ns])
-        self.lat.setdefault(self.phase, {"read": [], "write": []})
+        self.lat.setdefault(self.phase, {"read": [], "write": [], "bytes": 0})
 
     def _start(self, name, spec):
         if not isinstance(name, str) or not name:
@@ -198,6 +198,7 @@ class HostCpu(Actor):
     def _complete(self, io, body):
         rt = self.now_ns - io["t0"]
         self.lat[self.phase][io["op"]].append(rt)
+        self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
         self.phase_t[self.phase][1] = self.now_ns
         if io["op"] == "write":
             self.log[self.log_index[io["wid"]]][6] = self.now_ns
@@ -217,7 +218,7 @@ class HostCpu(Actor):
         if what == "writelog":
             return {"rows": self.log}
         if what == "stats":
-            return {"phases": {p: {"read": v["read"], "write": v["write"], "t": self.phase_t[p]}
+            return {"phases": {p: {"read": v["read"], "write": v["write"], "bytes": v["bytes"], "t": self.phase_t[p]}
                                for p, v in self.lat.items()},
                     "errors": self.errors, "bad_reads": self.bad_reads,
                     "inflight": len(self.inflight),

@@ -45,6 +45,7 @@ class StorageRack:
         self.phase_marks: list[tuple[str, int]] = [("main", 0)]
         self.last_verify: dict | None = None
         self._dead_host_logs: dict[str, list] = {}
+        self._dead_host_stats: dict[str, dict] = {}
 
     def close(self) -> None:
         self.rack.close()
@@ -363,6 +364,7 @@ class StorageRack:
         it when the host process is about to be killed."""
         if proc.endswith(".host") and self.rack.alive(proc):
             self._dead_host_logs[proc] = self.rack.query(proc, {"q": "writelog"})["rows"]
+            self._dead_host_stats[proc.split(".")[0]] = self.rack.query(proc, {"q": "stats"})
 
     def writelog(self) -> WriteLog:
         log = WriteLog()
@@ -387,9 +389,16 @@ class StorageRack:
         log = self.writelog()
         unit = self.settings()["unit"] if self._svp_up() else "ldev"
         verdicts, pairs_out, ok = [], {}, True
+        remote_writers = {r.site for r in log if r.site not in {g["master"] for g in self.groups.values()}}
+        skipped = []
         for gname, g in sorted(self.groups.items()):
             members = [self.pairs[n] for n in g["pairs"]]
             if g["remote"] in self.down_sites:
+                continue
+            if g["remote"] in remote_writers:
+                # after a takeover the remote host's writes start a new history:
+                # the master's log no longer describes this image
+                skipped.append({"group": gname, "reason": f"written by {g['remote']}'s host after takeover"})
                 continue
             images = {p["m_ldev"]: self.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
             units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
@@ -399,7 +408,7 @@ class StorageRack:
             for p in members:
                 pairs_out[p["name"]] = self._pair_verdict(p, images[p["m_ldev"]])
         self.last_verify = {"consistent": ok, "unit": unit, "groups": verdicts, "pairs": pairs_out,
-                            "writes": len(log)}
+                            "writes": len(log), "skipped": skipped}
         self._log("verify", consistent=ok)
         return self.last_verify
 
@@ -424,6 +433,7 @@ class StorageRack:
             if a.cls.endswith(":SmallDisk"):
                 q = self.rack.query(a.name, {})
                 disks[a.name] = {"ios": q["ios"], "busy_pct": round(100.0 * q["busy_ns"] / t, 2),
+                                 "backlog_ms": round(q["backlog_ns"] / 1e6, 3),
                                  "queue_max": q["queue_max"], "failed": q["failed"], "role": q["role"]}
             elif a.cls.endswith(":Link"):
                 q = self.rack.query(a.name, {})
@@ -438,10 +448,14 @@ class StorageRack:
         return {"disks": disks, "links": links, "dkcs": dkcs}
 
     def host_stats(self) -> dict:
+        """Per site: latencies per phase etc.; a host killed with its site
+        keeps the figures it had when it died."""
         out = {}
         for site in sorted(self.sites):
             if self.rack.alive(f"{site}.host"):
                 out[site] = self.rack.query(f"{site}.host", {"q": "stats"})
+            elif site in self._dead_host_stats:
+                out[site] = self._dead_host_stats[site]
         return out
 
 
