@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--name", default="rack")
     u.add_argument("--realtime", type=float)
     u.add_argument("--seed", type=int)
+    c = sub.add_parser("console", help="an interactive SVP console on a rack of its own")
+    c.add_argument("config")
+    c.add_argument("--backend", choices=("processes", "inline"), default="processes")
+    c.add_argument("--seed", type=int)
     d = sub.add_parser("down", help="stop a long-running rack")
     d.add_argument("--name", default="rack")
     sub.add_parser("ps", help="list long-running racks")
@@ -138,6 +142,22 @@ def _outputs(args, rack, report, console) -> None:
         write_plots({**report, "samples": console.samples}, args.plots, rack.host_stats())
 
 
+def cmd_console(args) -> int:
+    """A rack of its own with the console on this terminal (or stdin)."""
+    from controllers.console import SvpConsole, interactive, run_script
+    from controllers.storage import StorageRack
+    with StorageRack(args.config, backend=args.backend, seed=args.seed) as rack:
+        if sys.stdin.isatty():
+            console = SvpConsole(rack, interactive=True)
+            interactive(console)
+            return 1 if console.expect_failures else 0
+        console = SvpConsole(rack, stdout=sys.stdout)
+        code, error = run_script(console, sys.stdin.read().splitlines(), "<stdin>")
+        if error:
+            print(f"emu: {error}", file=sys.stderr)
+        return code
+
+
 # ---------------------------------------------------------------------------- report / trace / info
 def cmd_report(args) -> int:
     from controllers.report import render_report, validate_report
@@ -216,6 +236,11 @@ def _rack_dir(name: str) -> Path:
         raise Usage(f"emu: bad rack name {name!r} (letters, digits, - and _)")
     d = Path(run_root()) / RACKS_DIR
     d.mkdir(mode=0o700, exist_ok=True)
+    for pidfile in d.glob("*.pid"):   # racks whose daemon died without `emu down`
+        pid = pidfile.read_text().strip()
+        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+            pidfile.unlink(missing_ok=True)
+            pidfile.with_suffix(".sock").unlink(missing_ok=True)
     return d / name
 
 
@@ -244,6 +269,9 @@ def cmd_up(args) -> int:
         return 0
     os.close(r)
     os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):   # before any actor is forked: nobody keeps the caller's terminal or pipes
+        os.dup2(devnull, fd)
     code = 0
     try:
         rack = StorageRack(args.config, backend="processes", seed=args.seed, realtime=args.realtime)
@@ -269,14 +297,15 @@ def _serve(rack, name: str, status_fd: int) -> int:
         if line == "__shutdown__":
             stop.set()
             return True, "rack going down"
+        if line == "__names__":
+            return True, json.dumps({"targets": sorted(rack.groups) + sorted(rack.pairs),
+                                     "procs": [a.name for a in rack.spec.actors]})
         out = io.StringIO()
         console = SvpConsole(rack, stdout=out)
         console.onecmd(line)
         return not console.errors, out.getvalue().rstrip("\n")
 
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # `kill PID` is a clean `emu down`
     os.write(status_fd, b"ok")
     os.close(status_fd)
     try:
@@ -346,23 +375,41 @@ def cmd_svp(args) -> int:
 
 
 def _svp_tty(client) -> int:
+    """The console of a running rack on this terminal: the commands and
+    their completion are the local console's; each line runs in the rack."""
+    import cmd as cmdmod
+    from controllers.console import SvpConsole
     try:
-        import readline  # noqa: F401  (history for input())
+        import readline  # noqa: F401  (history and completion)
     except ImportError:
         pass
-    while True:
-        try:
-            line = input("svp> ")
-        except EOFError:
-            print()
-            return 0
-        if line.strip() in ("quit", "exit"):
-            return 0
-        if line.strip():
+    names = json.loads(client.request("__names__")[1])
+    words = sorted({n[3:] for n in dir(SvpConsole) if n.startswith("do_") and n != "do_EOF"})
+
+    class Remote(cmdmod.Cmd):
+        prompt = "svp> "
+
+        def completenames(self, text, *ignored):
+            return [w for w in words if w.startswith(text)]
+
+        def completedefault(self, text, line, b, e):
+            return [w for w in names["targets"] + names["procs"] if w.startswith(text)]
+
+        def emptyline(self):
+            return False
+
+        def default(self, line):
+            if line.strip() in ("quit", "exit", "EOF"):
+                return True
             print(client.request(line, timeout_ms=600_000)[1])
+            return False
+
+    Remote().cmdloop("rack console (remote); Ctrl-D leaves")
+    print()
+    return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "trace": cmd_trace, "info": cmd_info,
+COMMANDS = {"console": cmd_console, "run": cmd_run, "report": cmd_report, "trace": cmd_trace, "info": cmd_info,
             "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "svp": cmd_svp}
 
 if __name__ == "__main__":
