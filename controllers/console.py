@@ -198,6 +198,9 @@ class SvpConsole(cmd.Cmd):
             self.say(tabulate([[n, d["role"], d["ios"], d["busy_pct"], d["queue_max"], d["failed"]]
                                for n, d in sorted(out.items())],
                               headers=["Disk", "Role", "I/Os", "Busy %", "Queue max", "Failed"]))
+        elif pos[0] == "bitmap":
+            for pair, tracks in sorted((k, v) for k, v in out.items() if k != "ok"):
+                self.say(f"{pair}: {len(tracks)} tracks set: {_ranges(tracks) or '-'}")
         else:
             import json
             self.say(json.dumps(out, indent=1, sort_keys=True, default=str))
@@ -412,6 +415,19 @@ class SvpConsole(cmd.Cmd):
     def complete_run(self, text, line, b, e):
         from controllers.dkc import SIGNAL_STEPS
         return self._complete(text, ["until", "IDLE"] + sorted(SIGNAL_STEPS.values()))
+
+
+def _ranges(values) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2,5,7-8'."""
+    out, vals = [], sorted(int(v) for v in values)
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        out.append(f"{vals[i]}-{vals[j]}" if j > i else f"{vals[i]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def run_script(console: SvpConsole, lines: list[str], source: str) -> tuple[int, str | None]:
