@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in passthrough:
             import importlib
-            return importlib.import_module(passthrough[argv[0]]).main(argv[1:])
+            try:
+                module = importlib.import_module(passthrough[argv[0]])
+            except ModuleNotFoundError:
+                raise Usage(f"emu {argv[0]}: not available in this build") from None
+            return module.main(argv[1:])
         if argv[:2] == ["disk", "replay"]:
             from controllers.disk_replay import main as replay
             return replay(argv[2:])
