@@ -12,9 +12,11 @@ and restarted mid-recovery resumes, and still rolls back correctly.
 
 Cost model (all from the config's [dkc] table): a command occupies the
 controller for ``cycles_per_io + cycles_per_kib * KiB`` cycles at ``clock``;
-commands queue FIFO on the controller. Writes are write-back (destaged to
-the disks without holding the host); a read of a track not in the cache
-waits for the disks.
+commands queue FIFO on the controller. Writes are write-back: the track
+becomes write-pending in the cache and is destaged later, at most
+``DESTAGE_INFLIGHT_MAX`` tracks at once, repeated writes to a pending track
+coalescing; a read of a track not in the cache waits for the disks.
+(Track bytes go to the media at once; the cache models time, not data.)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from emu.params import Param
 SECTOR_BYTES = 512
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
+DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 REBUILD_RETRY_NS = 500_000_000        # retry a step whose disk transfers never all came back
 #: firmware steps whose trace record also raises a named event for ``run until``
@@ -182,10 +185,16 @@ class Dkc(Actor):
         self.media = DiskSaveMedia(self.groups, media[first_spare:], tb)
         self.cache: OrderedDict = OrderedDict()
         self.cpu_free_ns = 0
+        #: write-pending tracks in LRU order -> True while being destaged
+        self.dirty: OrderedDict = OrderedDict()
+        self.destage_wait: dict[str, list] = {}
+        self.destaging = 0
+        self.destage_seq = 0
         self.pending_reads: dict[str, dict] = {}
         self.disk_seq = 0
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
-                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0}
+                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
+                      "destaged": 0, "write_pending_max": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -339,6 +348,9 @@ class Dkc(Actor):
 
     def on_disk_done(self, src, body):
         rid = body.get("id")
+        if isinstance(rid, str) and rid.startswith("ds:"):
+            self._destage_done(rid)
+            return
         if isinstance(rid, str) and rid.startswith("rb:"):
             g = int(rid[3:])
             self.rebuild_wait[g] = self.rebuild_wait.get(g, 0) - 1
@@ -416,17 +428,61 @@ class Dkc(Actor):
                 self._disk_cost(act)
 
     def _disk_cost(self, act: DiskCost) -> None:
-        """Destage / stage cost on the small disks (write-back: nobody waits)."""
-        try:
-            grp, lt = self.array.locate(act.ldev, act.track)
-            g = self.group_index[id(grp)]
-            plan = grp.plan_write(lt) if "write" in act.kind else grp.plan_read(lt)
-        except (DataLossError, KeyError, ValueError):
+        """A write makes its track write-pending in the cache (destaged later,
+        repeated writes to a pending track coalesce); a stage read goes to
+        the disks now without holding anyone."""
+        if "write" in act.kind:
+            key = (act.ldev, act.track)
+            if key not in self.dirty:
+                self.dirty[key] = False          # False: pending, not yet being destaged
+                self.stats["write_pending_max"] = max(self.stats["write_pending_max"], len(self.dirty))
+            self._pump_destage()
             return
+        self._issue_plan(act.ldev, act.track, write=False, ident=None)
+
+    def _issue_plan(self, ldev: int, track: int, write: bool, ident) -> int:
+        try:
+            grp, lt = self.array.locate(ldev, track)
+            g = self.group_index[id(grp)]
+            plan = grp.plan_write(lt) if write else grp.plan_read(lt)
+        except (DataLossError, KeyError, ValueError):
+            return 0
         for io in plan:
             self.stats["disk_ios"] += 1
-            self.send(self._disk_name(g, io.disk), "io", {"id": None, "op": io.op,
+            self.send(self._disk_name(g, io.disk), "io", {"id": ident, "op": io.op,
                       "lba": io.offset_bytes // SECTOR_BYTES, "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
+        return len(plan)
+
+    def _pump_destage(self) -> None:
+        """Destage the oldest write-pending tracks, a bounded number at once
+        (the disks' queues stay short; the cache absorbs bursts)."""
+        for key in list(self.dirty):
+            if self.destaging >= DESTAGE_INFLIGHT_MAX:
+                return
+            if self.dirty[key]:
+                continue
+            self.destage_seq += 1
+            ident = f"ds:{self.destage_seq}"
+            n = self._issue_plan(key[0], key[1], write=True, ident=ident)
+            if n == 0:
+                del self.dirty[key]
+                continue
+            self.dirty[key] = True
+            self.destage_wait[ident] = [key, n]
+            self.destaging += 1
+
+    def _destage_done(self, ident: str) -> None:
+        entry = self.destage_wait.get(ident)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del self.destage_wait[ident]
+        self.destaging -= 1
+        self.dirty.pop(entry[0], None)
+        self.stats["destaged"] += 1
+        self._pump_destage()
 
     # -- console ------------------------------------------------------------------------------------
     def on_control(self, command):
@@ -535,7 +591,7 @@ class Dkc(Actor):
             except ValueError as exc:
                 return {"ok": False, "error": str(exc)}
         if what == "stats":
-            return {"stats": dict(self.stats), "cache_tracks": len(self.cache),
+            return {"stats": dict(self.stats), "cache_tracks": len(self.cache), "write_pending": len(self.dirty),
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
                               "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
                               "lost_tracks": len(g.lost_tracks())}
