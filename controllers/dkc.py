@@ -285,6 +285,9 @@ class Dkc(Actor):
             return
         try:
             handler(self, src, body)
+        except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
+            self.fw.double_faults.append({"where": kind, "error": str(exc)})
+            self.trace("dkc.data_loss", kind=kind, error=str(exc))
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             self.stats["bad_messages"] += 1
             self.trace("dkc.bad_message", kind=kind, error=type(exc).__name__)
@@ -387,6 +390,13 @@ class Dkc(Actor):
         self._execute(acts)
 
     def on_timer(self, name, data):
+        try:
+            self._on_timer(name, data)
+        except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
+            self.fw.double_faults.append({"where": name, "error": str(exc)})
+            self.trace("dkc.data_loss", timer=name, error=str(exc))
+
+    def _on_timer(self, name, data):
         kind, _, rest = name.partition(":")
         if kind == "fw":
             self._execute(self.fw.timer(self.now_ns, rest))

@@ -146,13 +146,34 @@ def protected_write(fw, session: RemoteSession, pair, track: int, offset_sectors
             return str(exc)
     s508_report_write_end(fw, session, pair.name, track)
     if session.method == SAVE_OLD:
-        old = s510_read_old_and_record(fw, session, node)
+        try:
+            old = s510_read_old_and_record(fw, session, node)
+        except ValueError as exc:   # the old track is unreadable: a double fault, never saved as garbage
+            forget_node(session, node)
+            fault = {"ldev": ldev, "track": track, "row": None, "error": str(exc), "where": "save_old"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
+            try:
+                s756_write_new_home(fw, ldev, track, new_track)
+            except ValueError:
+                pass   # the home is lost too: reads of it will report the loss
+            return None
         error = s511_keep_in_cache_or_s512_write_save(fw, session, node, old)
         if error is None:
             s756_write_new_home(fw, ldev, track, new_track)
     else:
         error = s511_keep_in_cache_or_s512_write_save(fw, session, node, new_track)
     return error
+
+
+def forget_node(session: RemoteSession, node: SavedNode) -> None:
+    """Undo 509/755 for a node whose old track could not be read."""
+    if node.cache_addr is not None:
+        session.cache.pop(node.cache_addr, None)
+    if node.save_row is not None:
+        session.save_bitmap.free(node.save_row, node.save_slot)
+    session.saved.remove(node)
 
 
 def frees_on_reached(session: RemoteSession, pair_name: str) -> bool:
@@ -310,7 +331,13 @@ def s520_clear_flag(fw, session: RemoteSession, outcome: str) -> dict:
     recomputed by the DKC) and the save area is emptied."""
     session.in_progress = False
     for row_id in sorted(session.save_bitmap.lent):
-        fw.save_media.release(row_id)
+        try:
+            fw.save_media.release(row_id)
+        except SaveMediaError as exc:   # parity cannot be rebuilt: the group keeps its loss, reported
+            fault = {"row": row_id, "error": str(exc), "where": "release"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
     fw.cancel_timer(session.timer_name)
     fw.rsession = None
     result = {"sid": session.sid, "outcome": outcome, "reached": list(session.reached),
@@ -354,10 +381,17 @@ def s516_restore_pair(fw, session: RemoteSession, pair) -> None:
     nodes = session.saved.ldev_nodes(pair.r_ldev)
     fw.trace(516, "rc_lookup_saved", pair=pair.name, ldev=pair.r_ldev, nodes=len(nodes))
     for node in nodes:
-        if s517_in_cache(fw, session, node):
-            s518_restore_from_cache(fw, session, node)
-        else:
-            s519_restore_from_save_area(fw, session, node)
+        try:
+            if s517_in_cache(fw, session, node):
+                s518_restore_from_cache(fw, session, node)
+            else:
+                s519_restore_from_save_area(fw, session, node)
+        except ValueError as exc:   # the home track cannot be written back: a double fault
+            fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
+                     "error": str(exc), "where": "restore"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
 
 
 def s517_in_cache(fw, session: RemoteSession, node: SavedNode) -> bool:

@@ -74,3 +74,36 @@ def test_second_failure_reports_loss_not_wrong_bytes():
         host = r.host_stats()["main"]
         assert host["errors"] > 0, "reads of lost tracks must fail"
         assert host["bad_reads"] == 0, "a read returned wrong bytes"
+
+
+def test_remote_disk_lost_while_parity_holds_saved_tracks_is_a_reported_double_fault():
+    """Patent subtlety: lending parity tracks as save area drops the group's
+    redundancy; a remote small disk failing then is a double fault. The
+    rollback must report it, and no read may return wrong bytes."""
+    with StorageRack(CFG, backend="inline", seed=12) as r:
+        r.set("max_time", "400ms")
+        r.set("window", "8")
+        r.paircreate("g0")
+        r.run(150 * MS)
+        r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=12")
+        r.run(30 * MS)
+        r.fault_link("down")
+        r.run(80 * MS)
+        r.fault_link("up")
+        r.pairresync("g0")
+        for _ in range(40):   # until the save area spills from cache and spare onto the parity tracks
+            r.run(2 * MS)
+            if dkc_raid(r, "remote")["raid"][0]["parity_lent"]:
+                break
+        assert dkc_raid(r, "remote")["raid"][0]["parity_lent"], \
+            "the save area never reached the parity tracks: the test proves nothing"
+        r.fault_disk_fail("remote", 2)
+        r.fault_site_down("main")
+        r.run(600 * MS)
+        st = dkc_raid(r, "remote")
+        assert st["double_faults"], "a disk lost under lent parity must be reported as a double fault"
+        r.horctakeover("g0")
+        r.workload_start("rd", "site=remote rw=randread bs=4KiB iodepth=2 ldevs=0-3 seed=13")
+        r.run(50 * MS)
+        host = r.host_stats()["remote"]
+        assert host["bad_reads"] == 0, "a read returned wrong bytes after a double fault"
