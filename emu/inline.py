@@ -33,6 +33,8 @@ class InlineBackend:
         self.rounds = 0
         self.dropped_to_dead = 0
         self.signals: list[tuple[int, str, str]] = []
+        #: crash-point watch: [steps, records left] -> a signal after the k-th matching record
+        self.watch: list | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def _make_host(self, i: int, now_ns: int) -> ActorHost:
@@ -74,11 +76,30 @@ class InlineBackend:
                     heapq.heappush(heap, ev)
             host.outbox.clear()
         if host.records:
-            self.sink.add(host.take_records())
+            records = host.take_records()
+            if self.watch is not None:
+                self._watch(records)
+            self.sink.add(records)
         if host.signals:
             for t, name in host.signals:
                 self.signals.append((t, host.actor.name, name))
             host.signals.clear()
+
+    def _stops(self, exact_signal, since: int) -> bool:
+        """True to any new signal, or only to the signal named ``exact_signal``."""
+        if exact_signal is True:
+            return True
+        return any(sig == exact_signal for _t, _w, sig in self.signals[since:])
+
+    def _watch(self, records) -> None:
+        steps = self.watch[0]
+        for r in records:
+            if r[4] in steps:
+                self.watch[1] -= 1
+                if self.watch[1] == 0:
+                    self.signals.append((r[0], r[1], "__watch__"))
+                    self.watch = None
+                    return
 
     def next_ns(self) -> int:
         return self.heap[0][0] if self.heap else NEVER_NS
@@ -89,6 +110,7 @@ class InlineBackend:
         heap, hosts, pop = self.heap, self.hosts, heapq.heappop
         self.rounds += 1
         n = 0
+        n_signals = len(self.signals)
         try:
             while heap and heap[0][0] < until_ns:
                 t, src, seq, dst, kind, body = pop(heap)
@@ -99,9 +121,10 @@ class InlineBackend:
                 n += 1
                 if host.heap or host.outbox or host.records or host.signals:
                     self._collect(host)
-                    if exact_signal and self.signals:
+                    if exact_signal and len(self.signals) > n_signals and self._stops(exact_signal, n_signals):
                         self.sink.flush(t)
                         return t
+                    n_signals = len(self.signals)
                 if n & 0x3FFF == 0:
                     self.sink.flush(t)
         finally:

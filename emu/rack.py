@@ -128,6 +128,20 @@ class Rack:
             seen = len(self.backend.signals)
         return None
 
+    def run_until_record(self, steps: set[int], count: int, limit_ns: int) -> int | None:
+        """Inline only: stop right after the ``count``-th trace record whose
+        step is in ``steps`` (a crash point); return its time, or None."""
+        if self.backend.name != "inline":
+            raise ValueError("exact crash points need the inline backend")
+        seen = len(self.backend.signals)
+        self.backend.watch = [set(steps), int(count)]
+        self.now_ns = self.backend.run(self.now_ns + limit_ns, exact_signal="__watch__")
+        self.backend.watch = None
+        for t, _who, sig in self.backend.signals[seen:]:
+            if sig == "__watch__":
+                return t
+        return None
+
     # -- faults -----------------------------------------------------------------------------
     def schedule(self, at_ns: int, action: str, actor: str) -> None:
         if action not in ("kill", "restart"):
