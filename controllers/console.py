@@ -308,6 +308,9 @@ class SvpConsole(cmd.Cmd):
         for g in v.get("skipped", []):
             self.say(f"  group {g['group']}: not checked ({g['reason']})")
         for g in v["groups"]:
+            if g.get("data_loss"):
+                self.say(f"  group {g['group']}: DATA LOSS reported: {g['data_loss']}")
+                continue
             self.say(f"  group {g['group']}: {'consistent' if g['consistent'] else 'INCONSISTENT'}; "
                      f"acknowledged writes missing {g.get('missing_acked', 0)}"
                      + ("" if g["consistent"] else f"; {'; '.join(g['reasons'][:3])}"))

@@ -100,9 +100,11 @@ class DiskSaveMedia:
         self.track_bytes = track_bytes
 
     def rows(self) -> list[SaveRow]:
-        out = [SaveRow(g, "parity", grp.layout.n_stripes) for g, grp in enumerate(self.groups)]
+        out = [SaveRow(g, "parity", grp.layout.n_stripes) for g, grp in enumerate(self.groups)
+               if not grp.failed_disks]   # a degraded group has no parity to lend
         tracks = len(self.spares[0]) // self.track_bytes if self.spares else 0
-        out += [SaveRow(len(self.groups) + j, "spare", tracks) for j in range(len(self.spares))]
+        out += [SaveRow(len(self.groups) + j, "spare", tracks) for j in range(len(self.spares))
+                if not self.spare_failed[j]]   # failed, or taken by a rebuild
         return out
 
     def _spare(self, row_id: int, slot: int) -> np.ndarray:
@@ -411,6 +413,8 @@ class Dkc(Actor):
                 self._execute(pend["acts"])
         elif kind == "rebuild":
             self._rebuild_step(int(data))
+        elif kind == "rebuild_retry":
+            self._start_rebuild(int(data))
 
     # -- firmware actions -------------------------------------------------------------------------
     def _execute(self, actions) -> None:
@@ -541,6 +545,13 @@ class Dkc(Actor):
     def _start_rebuild(self, g: int) -> None:
         grp = self.groups[g]
         if g in self.rebuilds or not self.free_spares or len(grp.failed_disks) != 1 or grp.parity_lent:
+            return
+        rs = self.fw.rsession
+        if rs is not None and rs.in_progress:
+            # the spares may hold saved tracks of a recovery copy: rebuilding
+            # onto one would destroy what a rollback needs. Try again later.
+            self.trace("raid.rebuild_deferred", group=g, reason="recovery copy in progress")
+            self.set_timer(f"rebuild_retry:{g}", REBUILD_RETRY_NS, g)
             return
         spare = self.free_spares.pop(0)
         try:

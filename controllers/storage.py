@@ -400,7 +400,12 @@ class StorageRack:
                 # the master's log no longer describes this image
                 skipped.append({"group": gname, "reason": f"written by {g['remote']}'s host after takeover"})
                 continue
-            images = {p["m_ldev"]: self.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+            try:
+                images = {p["m_ldev"]: self.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+            except CommandError as exc:   # the rack reports lost data (a double fault): say so
+                verdicts.append({"group": gname, "consistent": False, "data_loss": str(exc), "reasons": [str(exc)]})
+                ok = False
+                continue
             units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
             v = check(images, log.filter(sites=[g["master"]]), units_)
             verdicts.append({"group": gname, **v.to_dict()})

@@ -104,6 +104,9 @@ class DkcFirmware:
         self.tsq: dict[str, TimeSeriesQueue] = {}
         self.next_sid = 1
         self.next_seq: dict[str, int] = {}
+        #: first sequence number since the path to a site was (re)established:
+        #: a remote that knows nothing yet starts there, never at whatever arrives
+        self.seq_base: dict[str, int] = {}
         self.pending: dict[tuple[str, int], dict] = {}  # (site, seq) -> mirror write in flight
         self.host_waits: dict[object, dict] = {}  # req_id -> {left, error}
         self.expect_seq: dict[str, int | None] = {}
@@ -355,7 +358,7 @@ def send_mirror(fw: DkcFirmware, pair: P.Pair, pieces: list, req_id) -> None:
     fw.next_seq[site] = seq + 1
     fw.pending[(site, seq)] = {"req_id": req_id, "pair": pair.name, "tracks": [t for t, _, _ in pieces],
                                "pieces": list(pieces)}
-    fw.send(site, {"kind": MsgKind.RC_WRITE.value, "seq": seq,
+    fw.send(site, {"kind": MsgKind.RC_WRITE.value, "seq": seq, "base": fw.seq_base.get(site, 0),
                    "pieces": [(pair.name, t, o, d) for t, o, d in pieces]})
     fw.trace(None, "mirror_sent", pair=pair.name, seq=seq, mode=pair.mode)
 
@@ -497,7 +500,10 @@ def on_rc_write(fw, now_ns, from_site, msg):
     buffer = fw.reorder.setdefault(from_site, {})
     expect = fw.expect_seq.get(from_site)
     if expect is None:
-        expect = msg["seq"]
+        # start at the sender's base, not at the first update that happens to
+        # arrive: updates lost before it (a restart, a dropped frame) leave a
+        # gap that holds everything after it, instead of being skipped
+        expect = int(msg.get("base", msg["seq"]))
     if msg["seq"] < expect:
         fw.send(from_site, {"kind": MsgKind.RC_WRITE_ACK.value, "seq": msg["seq"], "ok": True, "error": None})
         return
@@ -714,6 +720,7 @@ def cmd_link(fw, now_ns, cmd):
     site, up = cmd["site"], cmd["cmd"] == "link_up"
     fw.link_up[site] = up
     if up:
+        fw.seq_base[site] = fw.next_seq.get(site, 0)
         return {"ok": True, "site": site, "up": True}
     for sid in sorted(fw.sessions):
         session = fw.sessions[sid]
