@@ -159,7 +159,7 @@ def _links(doc, sites, path) -> list[dict]:
         known_keys(ln, {"name", "a", "b", "distance", "latency", *LINK_DEFAULTS}, f"link[{i}].", path)
         ln = {**LINK_DEFAULTS, **ln}
         for end in ("a", "b"):
-            if ln.get(end) not in sites:
+            if not isinstance(ln.get(end), str) or ln.get(end) not in sites:
                 raise ConfigError(f"expected a site name ({', '.join(sites)}), got {ln.get(end)!r}", f"link[{i}].{end}", path)
         if "latency" in ln:
             prop = _conv(units.time_ns, ln["latency"], f"link[{i}].latency", path)
@@ -168,6 +168,9 @@ def _links(doc, sites, path) -> list[dict]:
         if prop <= 0:
             raise ConfigError("link propagation must be > 0", f"link[{i}].latency", path)
         name = ln.get("name", f"link{i}")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", name) or name in sites:  # noqa: E501
+            raise ConfigError("expected a link name of letters, digits, _ and - (not a site name)",
+                              f"link[{i}].name", path)
         out.append({"name": name, "a": ln["a"], "b": ln["b"], "propagation_ns": prop,
                     "bandwidth_bps": _conv(units.rate_bps, ln["bandwidth"], f"link[{i}].bandwidth", path),
                     "overhead_ns": _conv(units.time_ns, ln["command_overhead"], f"link[{i}].command_overhead", path)})
@@ -179,16 +182,28 @@ def _pairs(doc, sites, path) -> tuple[list[dict], dict]:
     for i, g in enumerate(array_of_tables(doc, "group", path)):
         known_keys(g, {"name", "master", "remote", "ldevs", "pairs", "mode", "fence"}, f"group[{i}].", path)
         gname = g.get("name", f"g{i}")
+        if not isinstance(gname, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", gname):
+            raise ConfigError("expected a group name of letters, digits, _ and -", f"group[{i}].name", path)
         for end in ("master", "remote"):
-            if g.get(end) not in sites:
+            if not isinstance(g.get(end), str) or g.get(end) not in sites:
                 raise ConfigError(f"expected a site name, got {g.get(end)!r}", f"group[{i}].{end}", path)
         m, r = g["master"], g["remote"]
-        entries = g.get("pairs") or [{"m_ldev": x, "r_ldev": x} for x in g.get("ldevs", [])]
+        ldevs, listed = g.get("ldevs", []), g.get("pairs")
+        if not isinstance(ldevs, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ldevs):
+            raise ConfigError(f"expected a list of LDEV numbers, got {ldevs!r}", f"group[{i}].ldevs", path)
+        if listed is not None and (not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed)):
+            raise ConfigError("expected an array of tables {name, m_ldev, r_ldev}", f"group[{i}].pairs", path)
+        for key, allowed in (("mode", ("sync", "async")), ("fence", ("data", "status", "never"))):
+            if g.get(key, allowed[0] if key == "mode" else "never") not in allowed:
+                raise ConfigError(f"expected one of {', '.join(allowed)}, got {g.get(key)!r}", f"group[{i}].{key}", path)
+        entries = listed or [{"m_ldev": x, "r_ldev": x} for x in ldevs]
         if not entries:
             raise ConfigError("a group needs 'ldevs' or 'pairs'", f"group[{i}]", path)
         names = []
         for j, e in enumerate(entries):
             ml, rl = e.get("m_ldev"), e.get("r_ldev", e.get("m_ldev"))
+            if isinstance(ml, bool) or isinstance(rl, bool):
+                raise ConfigError("expected LDEV numbers, got true/false", f"group[{i}].pairs[{j}]", path)
             for which, ld, site in (("m_ldev", ml, m), ("r_ldev", rl, r)):
                 if not isinstance(ld, int) or not 0 <= ld < len(sites[site]["ldevs"]):
                     raise ConfigError(f"no LDEV {ld!r} at site {site}", f"group[{i}].pairs[{j}].{which}", path)
@@ -196,6 +211,8 @@ def _pairs(doc, sites, path) -> tuple[list[dict], dict]:
                 raise ConfigError(f"remote LDEV {r}:{rl} is in two pairs", f"group[{i}].pairs[{j}]", path)
             seen.add((r, rl))
             name = e.get("name", f"p{len(pairs)}")
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", name):
+                raise ConfigError("expected a pair name of letters, digits, _ and -", f"group[{i}].pairs[{j}].name", path)
             pairs.append({"name": name, "group": gname, "m_site": m, "m_ldev": ml, "r_site": r, "r_ldev": rl})
             names.append(name)
         groups[gname] = {"master": m, "remote": r, "pairs": names, "mode": g.get("mode", "sync"),
@@ -211,6 +228,9 @@ def _recovery(rec: dict, path: str) -> dict:
         if rec[key] not in allowed:
             raise ConfigError(f"expected one of {', '.join(allowed)}, got {rec[key]!r}", f"recovery.{key}", path)
     out["window"] = _int(rec["window"], "recovery.window", path, 1, 4096)
+    for key in ("keep_raid5", "spares_usable", "format_shortcut"):
+        if not isinstance(rec[key], bool):
+            raise ConfigError(f"expected true or false, got {rec[key]!r}", f"recovery.{key}", path)
     return out
 
 

@@ -105,7 +105,7 @@ def validate(spec: RackSpec) -> dict[str, dict]:
         raise ConfigError(f"{len(spec.links)} links exceed the limit of {MAX_LINKS}", "link", spec.source)
     names = [a.name for a in spec.actors]
     for i, n in enumerate(names):
-        if not n or not all(c.isalnum() or c in "_-." for c in n) or len(n) > 64:
+        if not isinstance(n, str) or not n or not all(c.isalnum() or c in "_-." for c in n) or len(n) > 64:
             raise ConfigError(f"bad actor name {n!r} (letters, digits, _ - . ; at most 64)", f"actor[{i}].name", spec.source)
         if names.index(n) != i:
             raise ConfigError(f"duplicate actor name {n!r}", f"actor[{i}].name", spec.source)

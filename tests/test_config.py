@@ -157,3 +157,36 @@ def test_cli_bad_syntax_exit_2_with_line(tmp_path, capsys):
     code = cli.main(["run", str(cfg), str(script)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and f"{cfg}:1" in err, (code, err)
+
+
+# --- fuzzing the storage config loader ---------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+from hypothesis import given, settings as hsettings, strategies as hst  # noqa: E402
+
+_TWO_SITE = (Path(__file__).resolve().parents[1] / "configs" / "two-site.toml").read_text()
+_VALUES = hst.one_of(hst.integers(-10**12, 10**12), hst.floats(allow_nan=True), hst.booleans(),
+                     hst.sampled_from(['"16KiB"', '"3D+1P"', '"1Gb/s"', '"-5us"', '"9999TiB"', '"x"', '""',
+                                       '"0D+1P"', '"1e400s"', "[]", "{}", '"main"', '"remote"']))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(line=hst.integers(0, len(_TWO_SITE.splitlines()) - 1), value=_VALUES)
+def test_mutated_storage_config_gives_a_clear_error_or_a_valid_rack(tmp_path_factory, line, value):
+    """Replace the value of one line of the default config with garbage: the
+    loader either accepts it or raises ConfigError naming the file; never
+    another exception."""
+    from emu.config import load_config
+    from emu.params import ConfigError
+    lines = _TWO_SITE.splitlines()
+    if "=" in lines[line] and not lines[line].lstrip().startswith("#"):
+        key = lines[line].split("=", 1)[0]
+        lines[line] = f"{key}= {str(value).lower() if isinstance(value, bool) else value}"
+    path = tmp_path_factory.mktemp("cfg") / "mutated.toml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        spec = load_config(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+    else:
+        assert spec.actors, "a valid rack has actors"
