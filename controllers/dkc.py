@@ -196,7 +196,7 @@ class Dkc(Actor):
         self.disk_seq = 0
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
-                      "destaged": 0, "write_pending_max": 0}
+                      "destaged": 0, "write_pending_max": 0, "xor_bytes": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -262,6 +262,13 @@ class Dkc(Actor):
         start = max(self.now_ns, self.cpu_free_ns)
         self.cpu_free_ns = start + cycles * 1_000_000_000 // c["clock_hz"]
         return self.cpu_free_ns - self.now_ns
+
+    def _occupy_xor(self, nbytes: int) -> None:
+        """Charge the controller for XOR-ing ``nbytes`` of parity."""
+        c = self.params["cost"]
+        cycles = c.get("cycles_per_kib_xor", 0) * nbytes // 1024
+        self.cpu_free_ns = max(self.now_ns, self.cpu_free_ns) + cycles * 1_000_000_000 // c["clock_hz"]
+        self.stats["xor_bytes"] += nbytes
 
     def _touch_cache(self, ldev: int, lba: int, sectors: int) -> bool:
         """LRU over tracks; True when every track was already cached."""
@@ -483,6 +490,7 @@ class Dkc(Actor):
                 continue
             self.dirty[key] = True
             self.destage_wait[ident] = [key, n]
+            self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
             self.destaging += 1
 
     def _destage_done(self, ident: str) -> None:

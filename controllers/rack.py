@@ -43,6 +43,7 @@ DKC_DEFAULTS = {
     "clock": "400MHz",          # order of a late-1990s DKC microprocessor (assumption, stated)
     "cycles_per_io": 20_000,    # 50 us per command at 400 MHz: typical of the era's channel command cost
     "cycles_per_kib": 2_000,    # 5 us per KiB moved through the controller (assumption, stated)
+    "cycles_per_kib_xor": 1_000,  # parity XOR per KiB in a destage's read-modify-write (assumption, stated)
     "channel_latency": "10us",  # host <-> DKC channel, one way
     "cache_tracks": 4096,       # cache size in tracks (LRU for read hits)
     "cache_save_threshold": 8,  # tracks of saved data kept in cache before disks (patent 511/512)
@@ -146,6 +147,7 @@ def _dkc(dkc: dict, path: str) -> dict:
     return {"clock_hz": _conv(units.freq_hz, dkc["clock"], "dkc.clock", path),
             "cycles_per_io": _int(dkc["cycles_per_io"], "dkc.cycles_per_io", path, 0, 10 ** 9),
             "cycles_per_kib": _int(dkc["cycles_per_kib"], "dkc.cycles_per_kib", path, 0, 10 ** 9),
+            "cycles_per_kib_xor": _int(dkc["cycles_per_kib_xor"], "dkc.cycles_per_kib_xor", path, 0, 10 ** 9),
             "channel_latency_ns": max(1, _conv(units.time_ns, dkc["channel_latency"], "dkc.channel_latency", path)),
             "bus_latency_ns": max(1, _conv(units.time_ns, dkc["bus_latency"], "dkc.bus_latency", path)),
             "cache_tracks": _int(dkc["cache_tracks"], "dkc.cache_tracks", path, 0, 1 << 22),
