@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("config")
     u.add_argument("--name", default="rack")
     u.add_argument("--realtime", type=float)
+    u.add_argument("--tcp", metavar="HOST:PORT",
+                   help="serve the console over tcp, with CurveZMQ keys generated for this rack (0600)")
     u.add_argument("--seed", type=int)
     c = sub.add_parser("console", help="an interactive SVP console on a rack of its own")
     c.add_argument("config")
@@ -280,7 +282,7 @@ def cmd_up(args) -> int:
     try:
         rack = StorageRack(args.config, backend="processes", seed=args.seed, realtime=args.realtime)
         pidfile.write_text(str(os.getpid()))
-        code = _serve(rack, args.name, w)
+        code = _serve(rack, args.name, w, args.tcp)
     except Exception as exc:   # report to the parent, never a traceback
         os.write(w, f"{type(exc).__name__}: {exc}".encode())
         code = 2
@@ -289,12 +291,17 @@ def cmd_up(args) -> int:
         os._exit(code)
 
 
-def _serve(rack, name: str, status_fd: int) -> int:
+def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
     import io
     import threading
     from controllers.console import SvpConsole
-    from emu.remote import ConsoleServer
-    server = ConsoleServer(_endpoint(name), lambda line: handle(line))
+    from emu.remote import ConsoleServer, RackKeys
+    if tcp:   # authenticated only: the rack's keys, and the endpoint, next to its pid file
+        keys = RackKeys.generate(f"{_rack_dir(name)}.keys")
+        server = ConsoleServer(f"tcp://{tcp}", lambda line: handle(line), keys)
+        Path(f"{_rack_dir(name)}.endpoint").write_text(server.endpoint)
+    else:
+        server = ConsoleServer(_endpoint(name), lambda line: handle(line))
     stop = threading.Event()
 
     def handle(line: str):
@@ -318,11 +325,17 @@ def _serve(rack, name: str, status_fd: int) -> int:
         server.close()
         rack.close()
         Path(_endpoint(name)[len("ipc://"):]).unlink(missing_ok=True)
+        Path(f"{_rack_dir(name)}.endpoint").unlink(missing_ok=True)
+        import shutil
+        shutil.rmtree(f"{_rack_dir(name)}.keys", ignore_errors=True)
     return 0
 
 
 def _client(name: str):
-    from emu.remote import ConsoleClient
+    from emu.remote import ConsoleClient, RackKeys
+    tcp = Path(f"{_rack_dir(name)}.endpoint")
+    if tcp.exists():
+        return ConsoleClient(tcp.read_text().strip(), RackKeys(f"{_rack_dir(name)}.keys"))
     sock = Path(_endpoint(name)[len("ipc://"):])
     if not sock.exists():
         raise Usage(f"emu: no rack named {name!r} is up (emu up CONFIG --name {name})")

@@ -121,10 +121,13 @@ def test_report_rerenders_a_saved_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "x.json")]) == 2
 
 
-def test_long_running_rack_up_svp_down(tmp_path):
-    name = f"t{os.getpid()}"
+@pytest.mark.parametrize("tcp", [False, True])
+def test_long_running_rack_up_svp_down(tmp_path, tcp):
+    name = f"t{os.getpid()}{'tcp' if tcp else ''}"
     env = dict(os.environ)
-    up = subprocess.run(EMU + ["up", CFG, "--name", name], capture_output=True, text=True, env=env, timeout=60)
+    extra = ["--tcp", "127.0.0.1:0"] if tcp else []
+    up = subprocess.run(EMU + ["up", CFG, "--name", name, *extra], capture_output=True, text=True, env=env,
+                        timeout=60)
     assert up.returncode == 0, up.stderr
     try:
         svp = subprocess.run(EMU + ["svp", "--name", name, "-c", "paircreate g0; run 150ms; pairdisplay"],
