@@ -1,7 +1,7 @@
 """``emu campaign``: seeded fault campaigns (TigerBeetle VOPR style).
 
 Each seed draws a workload, a copy mode and a schedule of faults (link
-flaps, remote disk failures, remote DKC kill/restart, resyncs, a master loss
+flaps, slow links, remote disk failures, remote DKC kill/restart, resyncs, a master loss
 with takeover) and checks invariants after every step:
 
 * no acknowledged write is missing at the remote while every pair of a sync
@@ -76,7 +76,7 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
         remote = r.groups[group]["remote"]
         master = r.groups[group]["master"]
         for i in range(steps):
-            action = str(rng.choice(["run", "flap", "flap", "disk", "dkc", "resync", "read"]))
+            action = str(rng.choice(["run", "flap", "flap", "disk", "dkc", "resync", "read", "slow"]))
             try:
                 _act(r, rng, action, link, remote, group)
                 log.append(action)
@@ -119,6 +119,8 @@ def _act(r, rng, action, link, remote, group) -> None:
     elif action == "resync":
         if r.rack.query(link, {})["up"] and any(row["state"] in ("PSUE", "PSUS") for row in r.pairdisplay(group)):
             r.pairresync(group)
+    elif action == "slow":
+        r.fault_link_slow(int(rng.choice([1, 1, 4, 20])))
     elif action == "read":
         r.workload_start(f"rd{r.now_ns}", "rw=randread bs=4KiB iodepth=2 ldevs=0-3 runtime=20ms")
 

@@ -19,7 +19,7 @@ from controllers.storage import CommandError, StorageRack
 from controllers.svp import SETTABLE
 from emu import units
 
-FAULT_HELP = "fault link down|up [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down"
+FAULT_HELP = "fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down"
 SHOW_WHAT = ("config", "recovery-plan", "save-area", "bitmap", "queue", "disks", "cache", "time")
 STATES = ("SMPL", "COPY", "PAIR", "PSUS", "PSUE", "SSWS")
 
@@ -207,12 +207,16 @@ class SvpConsole(cmd.Cmd):
 
     # -- faults ------------------------------------------------------------------------------------
     def do_fault(self, arg):
-        """fault link down|up [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down
+        """fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down
         Break the rack on purpose.
         Example: fault site main down"""
         w = self._args(arg)
         if len(w) >= 2 and w[0] == "link" and w[1] in ("up", "down") and len(w) <= 3:
             self.rack.fault_link(w[1], w[2] if len(w) == 3 else None)
+        elif len(w) in (3, 4) and w[:2] == ["link", "slow"]:
+            if not w[2].isdigit():
+                raise ValueError(f"fault link slow expects an integer factor, got {w[2]!r}")
+            self.rack.fault_link_slow(int(w[2]), w[3] if len(w) == 4 else None)
         elif len(w) == 2 and w[0] in ("kill", "restart"):
             (self.rack.fault_kill if w[0] == "kill" else self.rack.fault_restart)(w[1])
         elif len(w) == 3 and w[:2] == ["disk", "fail"] and ":" in w[2]:

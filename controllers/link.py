@@ -55,6 +55,8 @@ class Link(Actor):
         self.busy_ns = {self.params["a_site"]: 0, self.params["b_site"]: 0}
         self.commands = 0
         self.dropped = 0
+        #: a degraded path: every transfer takes ``slow`` times as long on the wire
+        self.slow = 1
 
     def _far(self, site: str) -> str:
         return self.params["b_site"] if site == self.params["a_site"] else self.params["a_site"]
@@ -68,7 +70,7 @@ class Link(Actor):
             self.dropped += 1
             return
         nbytes = message_bytes(body)
-        wire_ns = self.params["overhead"] + (nbytes * 8 * 1_000_000_000) // self.params["bandwidth_bps"]
+        wire_ns = self.params["overhead"] + self.slow * (nbytes * 8 * 1_000_000_000) // self.params["bandwidth_bps"]
         start = max(self.now_ns, self.free_at_ns[site])
         depart = start + wire_ns
         self.free_at_ns[site] = depart
@@ -81,6 +83,13 @@ class Link(Actor):
 
     def on_control(self, command):
         cmd = command.get("cmd")
+        if cmd == "slow":
+            factor = command.get("factor")
+            if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 1000:
+                return {"ok": False, "error": f"slow factor must be an integer 1..1000, got {factor!r}"}
+            self.slow = factor
+            self.trace("link.slow", factor=factor)
+            return {"ok": True, "slow": factor}
         if cmd not in ("down", "up"):
             return super().on_control(command)
         want = cmd == "up"
@@ -98,4 +107,4 @@ class Link(Actor):
     def on_query(self, q):
         return {"up": self.up, "epoch": self.epoch, "bytes_sent": dict(self.bytes_sent),
                 "busy_ns": dict(self.busy_ns), "commands": self.commands, "dropped": self.dropped,
-                "bandwidth_bps": self.params["bandwidth_bps"]}
+                "bandwidth_bps": self.params["bandwidth_bps"], "slow": self.slow}

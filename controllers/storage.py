@@ -233,6 +233,19 @@ class StorageRack:
         self._log(f"link.{state}", links=names)
         return out
 
+    def fault_link_slow(self, factor: int, link: str | None = None) -> dict:
+        """A degraded path: transfers take ``factor`` times as long (1 = normal)."""
+        names = [link] if link else sorted(self.links)
+        for n in names:
+            if n not in self.links:
+                raise CommandError(f"no link named {n!r} (known: {', '.join(sorted(self.links))})")
+        if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 1000:
+            raise CommandError(f"slow factor must be an integer 1..1000, got {factor!r}")
+        for n in names:
+            self.rack.control(n, {"cmd": "slow", "factor": factor})
+        self._log("link.slow", links=names, factor=factor)
+        return {"ok": True}
+
     def _actor(self, proc: str) -> str:
         names = [a.name for a in self.spec.actors]
         if proc not in names:
