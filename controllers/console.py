@@ -264,7 +264,11 @@ class SvpConsole(cmd.Cmd):
         Example: run 200ms"""
         w = self._args(arg)
         if len(w) == 1:
-            self.rack.run(units.time_ns(w[0]))
+            duration = units.time_ns(w[0])
+            if self.interactive and self.stdout.isatty():
+                self._run_with_progress(duration)
+            else:
+                self.rack.run(duration)
             self.say(f"time {units.fmt_ns(self.rack.now_ns)}  {self._progress()}")
         elif len(w) in (2, 3) and w[0] == "until":
             limit = units.time_ns(w[2]) if len(w) == 3 else 3_600 * 10 ** 9
@@ -276,6 +280,29 @@ class SvpConsole(cmd.Cmd):
         else:
             raise ValueError("usage: run DURATION | run until IDLE|EVENT [LIMIT]")
         self._sample()
+
+    def _diff_tracks(self) -> int:
+        try:
+            return sum(r.get("diff_tracks", 0) or 0 for r in self.rack.pairdisplay())
+        except CommandError:
+            return 0
+
+    def _run_with_progress(self, duration_ns: int, steps: int = 20) -> None:
+        """On a terminal: run in slices and redraw one line with the recovery
+        copy's progress (tracks done / total, rate, ETA in virtual time)."""
+        start_diff, t0 = self._diff_tracks(), self.rack.now_ns
+        end = t0 + duration_ns
+        while self.rack.now_ns < end:
+            self.rack.run(min(max(1, duration_ns // steps), end - self.rack.now_ns))
+            left = self._diff_tracks()
+            done = max(0, start_diff - left)
+            elapsed_s = max(1, self.rack.now_ns - t0) / 1e9
+            rate = done / elapsed_s
+            eta = f"{left / rate:.3f}s" if rate > 0 and left else "-"
+            self.stdout.write(f"\r  {units.fmt_ns(self.rack.now_ns)}  tracks {done}/{start_diff}  "
+                              f"{rate:.0f} tracks/s  ETA {eta}   ")
+            self.stdout.flush()
+        self.stdout.write("\n")
 
     def _progress(self) -> str:
         """One plain line of pair states (scripts) and copy progress."""
@@ -295,7 +322,12 @@ class SvpConsole(cmd.Cmd):
             rows = self.rack.pairdisplay()
         except CommandError:
             rows = []
-        self.samples.append({"time_ns": self.rack.now_ns,
+        try:
+            save = {site: {"saved": sa.get("saved_nodes", 0), "cache": sa.get("cache_tracks", 0)}
+                    for site, sa in self.rack.show("save-area").items()}
+        except CommandError:
+            save = {}
+        self.samples.append({"time_ns": self.rack.now_ns, "save_area": save,
                              "pairs": {r["name"]: [r["state"], r.get("diff_tracks", 0)] for r in rows}})
 
     # -- checks ---------------------------------------------------------------------------------------------

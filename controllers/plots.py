@@ -2,7 +2,8 @@
 
 * ``latency_cdf.png``: latency CDF per phase;
 * ``timeline.png``: pairs per state and differential tracks over virtual
-  time (sampled after each ``run`` step of the script).
+  time (sampled after each ``run`` step of the script);
+* ``save_area.png``: saved tracks (and those held in cache) per site.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def write_plots(report: dict, folder: str, host_stats: dict | None) -> list[str]
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
     written.append(_save(fig, out / "timeline.png"))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sites = sorted({site for smp in samples for site in smp.get("save_area", {})})
+    for site in sites:
+        ax.step(t, [smp.get("save_area", {}).get(site, {}).get("saved", 0) for smp in samples], where="post",
+                label=f"{site}: saved tracks")
+        ax.step(t, [smp.get("save_area", {}).get(site, {}).get("cache", 0) for smp in samples], where="post",
+                linestyle="--", label=f"{site}: of which in cache")
+    ax.set_xlabel("virtual time (ms)")
+    ax.set_ylabel("tracks")
+    ax.set_title("Save-area occupancy (patent Figs. 10/11)")
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    written.append(_save(fig, out / "save_area.png"))
     return written
 
 

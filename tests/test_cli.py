@@ -55,7 +55,7 @@ def test_run_ok_json_plots_writes_trace(tmp_path, capsys):
     assert validate_report(report) == []
     assert report["verify"]["consistent"] is True
     from matplotlib.image import imread
-    for png in ("latency_cdf.png", "timeline.png"):
+    for png in ("latency_cdf.png", "timeline.png", "save_area.png"):
         path = out / "plots" / png
         assert path.stat().st_size > 5000, png
         img = imread(path)

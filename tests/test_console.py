@@ -1,7 +1,8 @@
 """The SVP console as an operator uses it.
 
 * On a terminal (a real pseudo-terminal): tab completion, history (up
-  arrow), `help CMD` with an example, a bad command answered in one line,
+  arrow), a live progress line (tracks done/total, rate, ETA) during a
+  copy, `help CMD` with an example, a bad command answered in one line,
   Ctrl-D leaves with exit 0.
 * From stdin (`emu console` without a terminal) a script runs.
 * Fuzzing the parser (hypothesis): no traceback ever reaches the user, and
@@ -77,6 +78,9 @@ def test_interactive_console_on_a_terminal():
     assert b"-> COPY" in t.expect(b"svp> ")
     t.send(b"\x1b[A\x1b[A\r")                 # history: two back is pairdisplay
     assert b"COPY" in t.expect(b"svp> ")
+    t.send(b"run 50ms\r")                    # a copy in progress: a live progress line with an ETA
+    progress = t.expect(b"svp> ")
+    assert b"tracks " in progress and b"ETA" in progress, progress
     t.send(b"help paircreate\r")
     assert b"Example: paircreate g0" in t.expect(b"svp> ")
     t.send(b"frobnicate\r")
