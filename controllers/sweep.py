@@ -188,11 +188,22 @@ MATRIX_AXES = {"method": ("save-old", "stage-new", "none"), "order": ("bitmap", 
                "format_shortcut": ("on", "off"), "unit": ("ldev", "group"), "window": ("1", "32")}
 
 
+def _row(settings: dict, runs: list[dict]) -> list:
+    """One matrix row over the seeds of a combination."""
+    tried = sum(r["tried"] for r in runs)
+    ok = sum(r["consistent"] for r in runs)
+    rto = [r["rto_ms_mean"] for r in runs if r["rto_ms_mean"] is not None]
+    return [*(settings.get(k, "-") for k in MATRIX_AXES), tried, round(100.0 * ok / max(1, tried), 2),
+            round(float(np.mean([r["rpo_writes_mean"] for r in runs])), 1), max(r["rpo_writes_max"] for r in runs),
+            round(float(np.mean(rto)), 3) if rto else None]
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="emu sweep", description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("script", help="preamble: console commands that start the recovery copy")
-    p.add_argument("--seed", "--seeds", dest="seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the rack and of the point sample")
+    p.add_argument("--seeds", type=int, help="sweep seeds 1..N (overrides --seed)")
     p.add_argument("--crash-points", default="every:5")
     p.add_argument("--fault", choices=FAULTS, default="master-loss")
     p.add_argument("--jobs", type=int, default=2)
@@ -220,15 +231,18 @@ def main(argv: list[str]) -> int:
         combos = [{**fixed, **dict(zip(keys, vals))} for vals in itertools.product(*(MATRIX_AXES[k] for k in keys))]
     try:
         rows, summaries = [], []
+        seeds = list(range(1, args.seeds + 1)) if args.seeds else [args.seed]
         for settings in combos:
-            print(f"sweep {args.fault} {settings or '(SVP defaults)'} crash points {args.crash_points}")
-            s = sweep(args.config, preamble, args.seed, settings, args.fault, args.crash_points, args.jobs)
-            summaries.append(s)
-            rows.append([*(settings.get(k, "-") for k in MATRIX_AXES), s["tried"], s["consistent_pct"],
-                         s["rpo_writes_mean"], s["rpo_writes_max"], s["rto_ms_mean"]])
-            for f in s["failures"]:
-                print(f"FAIL seed={args.seed} crash point {f['k']} (t={f['t_crash_ns']} ns): {'; '.join(f['problems'][:2])}")
-                print(f"  reproduce: {reproduce_command(args.config, args.script, args.seed, settings, args.fault, f['k'])}")
+            per_seed = []
+            for seed in seeds:
+                print(f"sweep seed {seed} {args.fault} {settings or '(SVP defaults)'} crash points {args.crash_points}")
+                s = sweep(args.config, preamble, seed, settings, args.fault, args.crash_points, args.jobs)
+                summaries.append(s)
+                per_seed.append(s)
+                for f in s["failures"]:
+                    print(f"FAIL seed={seed} crash point {f['k']} (t={f['t_crash_ns']} ns): {'; '.join(f['problems'][:2])}")
+                    print(f"  reproduce: {reproduce_command(args.config, args.script, seed, settings, args.fault, f['k'])}")
+            rows.append(_row(settings, per_seed))
     except SweepUsage as exc:
         print(f"emu sweep: {exc}", file=sys.stderr)
         return 2
