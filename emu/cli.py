@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from emu.params import ConfigError
@@ -352,12 +351,23 @@ def cmd_down(args) -> int:
     print(text)
     if pidfile.exists():
         pid = int(pidfile.read_text().strip() or 0)
-        deadline = time.monotonic() + 10
-        while pid and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)   # waiting for another process to exit: no event to wait on
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and not _wait_exit(pid, 10.0):
             os.kill(pid, signal.SIGKILL)
     return 0
+
+
+def _wait_exit(pid: int, timeout_s: float) -> bool:
+    """Wait for a process that is not our child to exit (a pidfd becomes
+    readable when it does); True if it exited in time."""
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
 
 
 def cmd_ps(args) -> int:
