@@ -16,7 +16,9 @@ commands queue FIFO on the controller. Writes are write-back: the track
 becomes write-pending in the cache and is destaged later, at most
 ``DESTAGE_INFLIGHT_MAX`` tracks at once, repeated writes to a pending track
 coalescing; a read of a track not in the cache waits for the disks.
-(Track bytes go to the media at once; the cache models time, not data.)
+The cache holds real track bytes in a shared-memory region (slots, LRU);
+it is write-through, so the media are always current and a restarted DKC
+simply starts with a cold cache.
 """
 
 from __future__ import annotations
@@ -87,6 +89,104 @@ class LdevStore:
             self.array.write_sectors(ldev, lba, data)
         except DataLossError as exc:
             raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+
+class TrackCache:
+    """The DKC cache (patent 104/114): track slots in a shared-memory region,
+    LRU over a slot directory. Write-through: the media stay current, so a
+    restarted DKC starts with an empty directory and loses nothing; which
+    tracks are still write-pending (to be destaged) is the actor's ``dirty``
+    map."""
+
+    def __init__(self, region: np.ndarray, track_bytes: int, slots: int):
+        self.buf = region
+        self.tb = track_bytes
+        self.slots = slots
+        self.slot_of: OrderedDict = OrderedDict()   # (ldev, track) -> slot, least recent first
+        self.free = list(range(slots - 1, -1, -1))
+        self.hits = self.misses = 0
+
+    def __contains__(self, key) -> bool:
+        return key in self.slot_of
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def _view(self, slot: int) -> np.ndarray:
+        return self.buf[slot * self.tb:(slot + 1) * self.tb]
+
+    def get(self, key) -> bytes | None:
+        slot = self.slot_of.get(key)
+        if slot is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.slot_of.move_to_end(key)
+        return self._view(slot).tobytes()
+
+    def put(self, key, data: bytes) -> None:
+        if self.slots == 0:
+            return
+        slot = self.slot_of.get(key)
+        if slot is None:
+            if not self.free:
+                _, victim = self.slot_of.popitem(last=False)
+                self.free.append(victim)
+            slot = self.free.pop()
+            self.slot_of[key] = slot
+        self.slot_of.move_to_end(key)
+        self._view(slot)[:] = np.frombuffer(data, dtype=np.uint8)
+
+    def patch(self, key, offset: int, data: bytes) -> None:
+        """Update part of a cached track in place (a partial write)."""
+        slot = self.slot_of.get(key)
+        if slot is not None:
+            self._view(slot)[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+
+class CachedStore(LdevStore):
+    """``LdevStore`` behind the cache: reads are served from cache slots when
+    present, every write goes through to the media and updates its slot."""
+
+    def __init__(self, array: RaidArray, track_bytes: int, cache: TrackCache):
+        super().__init__(array, track_bytes)
+        self.cache = cache
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        data = self.cache.get((ldev, track))
+        if data is None:
+            data = super().read_track(ldev, track)
+            self.cache.put((ldev, track), data)
+        return data
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        super().write_track(ldev, track, data)
+        self.cache.put((ldev, track), bytes(data))
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        spt = self.track_bytes // SECTOR_BYTES
+        out, sector = [], lba
+        while sector < lba + n:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, lba + n - sector)
+            if (ldev, track) in self.cache:
+                data = self.cache.get((ldev, track))
+                out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
+            else:
+                out.append(super().read_sectors(ldev, sector, take))
+            sector += take
+        return b"".join(out)
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        super().write_sectors(ldev, lba, data)
+        spt = self.track_bytes // SECTOR_BYTES
+        pos, sector, end = 0, lba, lba + len(data) // SECTOR_BYTES
+        while sector < end:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, end - sector)
+            self.cache.patch((ldev, track), off * SECTOR_BYTES, data[pos:pos + take * SECTOR_BYTES])
+            pos += take * SECTOR_BYTES
+            sector += take
 
 
 class DiskSaveMedia:
@@ -183,9 +283,10 @@ class Dkc(Actor):
         self.group_index = {id(g): i for i, g in enumerate(self.groups)}
         for ld in lay["ldevs"]:
             self.array.define_ldev(ld["ldev"], ld["tracks"], ld["group"])
-        self.store = LdevStore(self.array, tb)
+        site = self.params["site"]
+        self.track_cache = TrackCache(self.region(f"{site}.dkc.cache").buf, tb, self.params["cost"]["cache_tracks"])
+        self.store = CachedStore(self.array, tb, self.track_cache)
         self.media = DiskSaveMedia(self.groups, media[first_spare:], tb)
-        self.cache: OrderedDict = OrderedDict()
         self.cpu_free_ns = 0
         #: write-pending tracks in LRU order -> True while being destaged
         self.dirty: OrderedDict = OrderedDict()
@@ -271,19 +372,9 @@ class Dkc(Actor):
         self.stats["xor_bytes"] += nbytes
 
     def _touch_cache(self, ldev: int, lba: int, sectors: int) -> bool:
-        """LRU over tracks; True when every track was already cached."""
+        """True when every track of the request is in a cache slot."""
         spt = self.tb // SECTOR_BYTES
-        hit = True
-        for track in range(lba // spt, (lba + sectors - 1) // spt + 1):
-            key = (ldev, track)
-            if key in self.cache:
-                self.cache.move_to_end(key)
-            else:
-                hit = False
-                self.cache[key] = True
-                if len(self.cache) > self.params["cost"]["cache_tracks"]:
-                    self.cache.popitem(last=False)
-        return hit
+        return all((ldev, t) in self.track_cache for t in range(lba // spt, (lba + sectors - 1) // spt + 1))
 
     # -- events ---------------------------------------------------------------------------------
     def on_message(self, src, kind, body):
@@ -620,7 +711,7 @@ class Dkc(Actor):
             except ValueError as exc:
                 return {"ok": False, "error": str(exc)}
         if what == "stats":
-            return {"stats": dict(self.stats), "cache_tracks": len(self.cache), "write_pending": len(self.dirty),
+            return {"stats": dict(self.stats), "cache_tracks": len(self.track_cache), "write_pending": len(self.dirty),
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
                               "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
                               "lost_tracks": len(g.lost_tracks())}

@@ -27,6 +27,7 @@ MAX_SITES = 8
 MAX_LDEVS_PER_SITE = 1024
 MAX_DISKS_PER_SITE = 256
 MAX_SITE_MEDIA_BYTES = 8 << 30
+MAX_CACHE_BYTES = 4 << 30
 NVM_BYTES = 512 << 20  # sparse; two slots for the firmware state (time-series queue data included)
 
 # Defaults, with their sources.
@@ -92,7 +93,7 @@ def site_layout(name: str, raw: dict, path: str, prefix: str) -> dict:
     ldev_bytes = _conv(units.size_bytes, s["ldev_size"], prefix + "ldev_size", path)
     if ldev_bytes % track_bytes or ldev_bytes <= 0:
         raise ConfigError(f"LDEV size must be a whole number of tracks ({track_bytes} B)", prefix + "ldev_size", path)
-    if s["disk_preset"] not in PRESETS:
+    if not isinstance(s["disk_preset"], str) or s["disk_preset"] not in PRESETS:
         raise ConfigError(f"unknown disk preset (known: {', '.join(sorted(PRESETS))})", prefix + "disk_preset", path)
     ldev_tracks = ldev_bytes // track_bytes
     per_group = math.ceil(n_ldevs / groups)
@@ -136,6 +137,11 @@ def build_spec(doc: dict, path: str) -> RackSpec:
             raise ConfigError(f"duplicate site {name!r}", f"site[{i}].name", path)
         sites[name] = site_layout(name, {**defaults, **{k: v for k, v in s.items() if k != "name"}},
                                   path, f"site[{i}].")
+    for name, st in sites.items():
+        cache_bytes = dkc["cache_tracks"] * st["track_bytes"] if isinstance(dkc["cache_tracks"], int) else 0
+        if cache_bytes > MAX_CACHE_BYTES:
+            raise ConfigError(f"cache of {cache_bytes} bytes at site {name} exceeds {MAX_CACHE_BYTES} "
+                              "(cache_tracks x track_size)", "dkc.cache_tracks", path)
     links = _links(doc, sites, path)
     pairs, groups = _pairs(doc, sites, path)
     rec = _recovery(recovery, path)
@@ -150,7 +156,7 @@ def _dkc(dkc: dict, path: str) -> dict:
             "cycles_per_kib_xor": _int(dkc["cycles_per_kib_xor"], "dkc.cycles_per_kib_xor", path, 0, 10 ** 9),
             "channel_latency_ns": max(1, _conv(units.time_ns, dkc["channel_latency"], "dkc.channel_latency", path)),
             "bus_latency_ns": max(1, _conv(units.time_ns, dkc["bus_latency"], "dkc.bus_latency", path)),
-            "cache_tracks": _int(dkc["cache_tracks"], "dkc.cache_tracks", path, 0, 1 << 22),
+            "cache_tracks": _int(dkc["cache_tracks"], "dkc.cache_tracks", path, 0, 1 << 18),
             "cache_save_threshold": _int(dkc["cache_save_threshold"], "dkc.cache_save_threshold", path, 0, 1 << 20),
             "disk_timeout_ns": _conv(units.time_ns, dkc["disk_timeout"], "dkc.disk_timeout", path)}
 
@@ -268,11 +274,12 @@ def _site_actors(name, st, dkc, rec, pairs, peers, host_index, actors, lks, regi
             "preset": st["disk_preset"], "role": role, "dkc": f"{name}.dkc"}, [f"{d}.media"]))
         lks.append(LinkSpec(f"{name}.dkc", d, dkc["bus_latency_ns"]))
     regions.append(RegionSpec(f"{name}.dkc.nvm", NVM_BYTES))
+    regions.append(RegionSpec(f"{name}.dkc.cache", max(1, dkc["cache_tracks"]) * st["track_bytes"]))
     site_pairs = [p for p in pairs if name in (p["m_site"], p["r_site"])]
     actors.append(ActorSpec(f"{name}.dkc", "controllers.dkc:Dkc", {
         "site": name, "layout": st, "cost": dkc, "pairs": site_pairs, "peers": peers,
         "recovery": {k: rec[k] for k in ("keep_raid5", "spares_usable", "format_shortcut")}},
-        [f"{d}.media" for d in st["disks"]] + [f"{name}.dkc.nvm"]))
+        [f"{d}.media" for d in st["disks"]] + [f"{name}.dkc.nvm", f"{name}.dkc.cache"]))
     actors.append(ActorSpec(f"{name}.host", "controllers.host:HostCpu", {
         "site": name, "dkc": f"{name}.dkc", "host_index": host_index,
         "ldev_sectors": [ld["tracks"] * st["track_bytes"] // SECTOR_BYTES for ld in st["ldevs"]]}))
