@@ -20,6 +20,8 @@ from emu.config import load_config
 from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
+#: SVP settings the DKC firmware needs at once, not only at the next pairresync
+FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable")
 
 
 class CommandError(ValueError):
@@ -189,6 +191,10 @@ class StorageRack:
             if s in self.down_sites:
                 continue
             out = self.rack.control(f"{s}.svp", {"cmd": "set", "key": key, "value": str(value)})
+            if key in FIRMWARE_SETTINGS and self.rack.alive(f"{s}.dkc"):
+                # conditions the DKC applies as it goes (1207 runs while suspended,
+                # long before a pairresync would carry the setting)
+                self._fw(s, {"cmd": "set", "key": key, "value": convert_setting(key, value)})
         self._log("set", key=key, value=value)
         return out
 

@@ -77,7 +77,7 @@ def run_point(config: str, preamble: list[str], seed: int, settings: dict, fault
         rack.run(SETTLE_NS)
         verdict = rack.verify()
         last = rack.show("recovery-plan")[_remote(rack)]["last_remote"]
-        return _judge(k, t_crash, t_end, verdict, last)
+        return _judge(k, t_crash, t_end, verdict, last, rack.settings(_remote(rack))["method"])
 
 
 def _remote(rack) -> str:
@@ -100,20 +100,25 @@ def _inject(rack, fault: str) -> None:
         raise SweepUsage(f"unknown fault {fault!r} ({', '.join(FAULTS)})")
 
 
-def _judge(k, t_crash, t_end, verdict, last) -> dict:
+def _judge(k, t_crash, t_end, verdict, last, method: str) -> dict:
+    """Two properties: the dependent-write checker (every method), and the
+    exact rollback of unreached pairs to their suspension-time image (what
+    save-old and stage-new promise; method none does not roll back)."""
     reached = set(last.get("reached", [])) if last else set()
     complete = bool(last) and last.get("outcome") == "complete"
-    problems = []
+    checker = []
     if not verdict["consistent"]:
         for g in verdict["groups"]:
             if not g["consistent"]:
-                problems.append(f"group {g['group']}: {'; '.join(g['reasons'][:2])}")
-    for pair, facts in sorted(verdict["pairs"].items()):
-        if pair not in reached and not complete and facts.get("equals_suspension_image") is False:
-            problems.append(f"{pair} did not reach and differs from its suspension-time image")
+                checker.append(f"group {g['group']}: {'; '.join(g['reasons'][:2])}")
+    rollback = [f"{pair} did not reach and differs from its suspension-time image"
+                for pair, facts in sorted(verdict["pairs"].items())
+                if pair not in reached and not complete and facts.get("equals_suspension_image") is False]
+    problems = checker + (rollback if method != "none" else [])
     missing = sum(g.get("missing_acked", 0) for g in verdict["groups"])
     newest = [g.get("missing_acked_max_complete_ns") for g in verdict["groups"] if g.get("missing_acked_max_complete_ns")]
     return {"k": k, "t_crash_ns": t_crash, "consistent": not problems, "problems": problems,
+            "checker_ok": not checker, "rollback_exact": not rollback,
             "rpo_writes": missing, "rpo_age_ms": round((t_crash - min(newest)) / 1e6, 3) if newest else 0.0,
             "rto_ms": round((t_end - t_crash) / 1e6, 3) if t_end is not None else None,
             "outcome": last.get("outcome") if last else "untouched"}
@@ -167,6 +172,8 @@ def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=p
     return {"config": config, "seed": seed, "settings": settings, "fault": fault, "points_total": total,
             "points": points, "tried": len(tried), "consistent": len(ok),
             "consistent_pct": round(100.0 * len(ok) / max(1, len(tried)), 2),
+            "checker_pct": round(100.0 * sum(r.get("checker_ok", False) for r in tried) / max(1, len(tried)), 2),
+            "rollback_pct": round(100.0 * sum(r.get("rollback_exact", False) for r in tried) / max(1, len(tried)), 2),
             "rpo_writes_mean": round(float(np.mean([r["rpo_writes"] for r in tried])), 1) if tried else 0,
             "rpo_writes_max": max((r["rpo_writes"] for r in tried), default=0),
             "rpo_age_ms_max": max((r["rpo_age_ms"] for r in tried), default=0),
@@ -193,7 +200,11 @@ def _row(settings: dict, runs: list[dict]) -> list:
     tried = sum(r["tried"] for r in runs)
     ok = sum(r["consistent"] for r in runs)
     rto = [r["rto_ms_mean"] for r in runs if r["rto_ms_mean"] is not None]
+
+    def pct(key):
+        return round(sum(r[key] * r["tried"] for r in runs) / max(1, tried), 2)
     return [*(settings.get(k, "-") for k in MATRIX_AXES), tried, round(100.0 * ok / max(1, tried), 2),
+            pct("checker_pct"), pct("rollback_pct"),
             round(float(np.mean([r["rpo_writes_mean"] for r in runs])), 1), max(r["rpo_writes_max"] for r in runs),
             round(float(np.mean(rto)), 3) if rto else None]
 
@@ -246,8 +257,8 @@ def main(argv: list[str]) -> int:
     except SweepUsage as exc:
         print(f"emu sweep: {exc}", file=sys.stderr)
         return 2
-    print(tabulate(rows, headers=[*MATRIX_AXES, "points", "% consistent", "RPO mean (writes)",
-                                  "RPO max", "RTO mean ms"]))
+    print(tabulate(rows, headers=[*MATRIX_AXES, "points", "% ok", "% dependent-write consistent",
+                                  "% exact rollback", "RPO mean (writes)", "RPO max", "RTO mean ms"]))
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1, default=str))
     return 0 if all(not s["failures"] for s in summaries) else 1

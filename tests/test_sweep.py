@@ -4,7 +4,9 @@
   after a recovery-copy trace step) leaves the remote consistent;
 * method none with bitmap order: violations are found (the checker can
   fail), and the printed reproduce command reproduces a failure exactly;
-* a remote DKC killed and restarted at sampled points still ends consistent.
+* a remote DKC killed and restarted at sampled points still ends consistent;
+* the format-write shortcut breaks the prefix consistency of a time-ordered
+  copy without protection (and nothing else does in that scenario).
 """
 
 from pathlib import Path
@@ -50,3 +52,21 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     bad.write_text("paircreate nosuch\n")
     assert sw.main([CFG, str(bad), "--crash-points", "sample:2", "--jobs", "1"]) == 2
     assert "no group or pair named" in capsys.readouterr().err
+
+
+QUIET = (ROOT / "scenarios" / "sweep-format-quiet.emu").read_text().splitlines()
+
+
+def test_format_write_shortcut_breaks_prefix_consistency_of_the_time_ordered_copy():
+    """The patent's subtlety, measured: with whole-track writes while
+    suspended and none during the copy, a time-ordered copy without
+    protection leaves the remote a consistent prefix at every crash point
+    when the shortcut (1207) is off, and not when it is on (dropping an
+    earlier format write reorders the updates)."""
+    base = {"method": "none", "order": "time", "unit": "ldev", "window": "1"}
+    off = sw.sweep(CFG, QUIET, 1, {**base, "format_shortcut": "off"}, "master-loss", "sample:8", 2,
+                   progress=lambda m: None)
+    on = sw.sweep(CFG, QUIET, 1, {**base, "format_shortcut": "on"}, "master-loss", "sample:8", 2,
+                  progress=lambda m: None)
+    assert off["checker_pct"] == 100.0, [(f["k"], f["problems"][:1]) for f in off["failures"]]
+    assert on["checker_pct"] < 100.0, "the shortcut never broke the order: the test proves nothing"
