@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -c "import firmware.parity as p; p.warm_up()"
+	$(PY) -c "import firmware.raid.parity as p; p.warm_up()"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/emu run configs/two-site.toml scenarios/demo.emu
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from firmware import parity as P  # noqa: E402
+from firmware.raid import parity as P  # noqa: E402
 
 N_DATA = 5
 WORKING_SET_BYTES = 48 << 20   # bytes touched per call: well above L2 (memory-bound)

@@ -13,8 +13,8 @@ import os
 import tempfile
 import time
 
-from controllers.link import message_bytes
-from controllers.storage import StorageRack
+from controllers.devices.link import message_bytes
+from controllers.rack.storage import StorageRack
 
 MS = 1_000_000
 
@@ -112,8 +112,8 @@ def sync_latency(backend: str = "inline") -> dict:
             r.run(10 * MS)
             lat = r.host_stats()["main"]["phases"]["sync"]["write"]
             link = r.rack.query("link0", {})
-            cost = r.storage["dkc"]
-            ln = r.storage["links"][0]
+            cost = r.storage.dkc
+            ln = r.storage.links[0]
     finally:
         os.unlink(path)
     measured = sum(lat) / len(lat)
@@ -133,7 +133,7 @@ def closed_form_sync_ns(cost: dict, ln: dict, bs: int) -> int:
 
     write_msg = {"kind": "rc_write", "seq": 0, "pieces": [["p0", 0, 0, b"\0" * bs]]}
     ack_msg = {"kind": "rc_write_ack", "seq": 0, "ok": True, "error": None}
-    port = 1_000  # controllers.rack.PORT_LATENCY_NS
+    port = 1_000  # controllers.rack.layout.PORT_LATENCY_NS
     w, a = message_bytes(write_msg), message_bytes(ack_msg)
     return (cost["channel_latency_ns"] + cpu(w) + port + wire(w) + ln["propagation_ns"]
             + cpu(a) + port + wire(a) + ln["propagation_ns"] + cpu(0) + cost["channel_latency_ns"])

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import zmq  # noqa: E402
 
 from emu.rack import Rack  # noqa: E402
-from emu.testing import pingpong_spec  # noqa: E402
+from support.actors import pingpong_spec  # noqa: E402
 from emu.toy import mm1_expected_ns, mm1_spec, toy_spec  # noqa: E402
 
 TOY_CLIENTS = (2, 8, 32)

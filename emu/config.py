@@ -4,8 +4,9 @@ Two shapes share one loader:
 
 * a **generic rack** (``[[actor]]`` and ``[[link]]`` tables) for substrate
   models such as the toy and the M/M/1 queue;
-* a **storage rack** (``[[site]]`` tables, see ``configs/two-site.toml``),
-  which ``controllers.rack.build_spec`` expands into actors and links.
+* any model-level shape (the storage product's ``[[site]]`` racks) through
+  an ``expand(doc, path) -> RackSpec`` the caller passes in: the substrate
+  knows nothing of what the model's tables mean.
 
 Every error is a ``ConfigError`` naming the file, the key and what was
 expected; the CLI prints it as one line and exits 2.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 from emu import units
 from emu.params import ConfigError
@@ -48,16 +50,16 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"TOML syntax: {msg}", path=str(path), line=line) from None
 
 
-def load_config(path: str | Path, seed: int | None = None) -> RackSpec:
-    """Load, expand and validate a config; raise ConfigError on any mistake."""
+def load_config(path: str | Path, seed: int | None = None,
+                expand: Callable[[dict, str], RackSpec] | None = None) -> RackSpec:
+    """Load, expand and validate a config; raise ConfigError on any mistake.
+
+    ``expand`` turns a parsed document into a RackSpec; without one the
+    document must be a generic ``[[actor]]``/``[[link]]`` rack."""
     path = str(path)
     doc = load_toml(path)
     try:
-        if "site" in doc:
-            from controllers.rack import build_spec
-            spec = build_spec(doc, path)
-        else:
-            spec = build_generic(doc, path)
+        spec = (expand or build_generic)(doc, path)
         if seed is not None:
             spec.seed = _seed(seed, "--seed")
         validate(spec)

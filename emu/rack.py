@@ -15,7 +15,7 @@ import time
 from typing import IO
 
 from emu.actor import NEVER_NS
-from emu.inline import InlineBackend
+from emu.backends.inline import InlineBackend
 from emu.shm import SharedRegion, new_rack_id
 from emu.spec import RackSpec, validate
 from emu.trace import TraceSink
@@ -48,7 +48,7 @@ class Rack:
             if backend == "inline":
                 self.backend = InlineBackend(spec, self.typed, self.regions, self.sink, record_trace)
             else:
-                from emu.procs import ProcessesBackend
+                from emu.backends.processes import ProcessesBackend
                 self.backend = ProcessesBackend(spec, self.typed, self.regions, self.sink, record_trace,
                                                 rack_id=self.rack_id, preload=preload)
             self.backend.start()

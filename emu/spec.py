@@ -53,7 +53,6 @@ class RackSpec:
     regions: list[RegionSpec] = field(default_factory=list)
     quantum_ns: int = 1_000_000
     source: str = "<spec>"
-    extra: dict = field(default_factory=dict)   # model-level data (e.g. storage layout)
 
     def index_of(self) -> dict[str, int]:
         return {a.name: i for i, a in enumerate(self.actors)}

@@ -15,12 +15,12 @@ from enum import Enum
 
 import numpy as np
 
-from firmware import pairs as P
-from firmware import recovery_master as RM
-from firmware import recovery_remote as RR
-from firmware.bitmap import DiffBitmap
+from firmware import fig04_pairs as P
+from firmware import fig05_recovery_master as RM
+from firmware import fig06_09_recovery_remote as RR
+from firmware.fig07_bitmap import DiffBitmap
 from firmware.store import SaveMedia, TrackStore
-from firmware.tsqueue import TimeSeriesQueue, record_update
+from firmware.fig12_13_time_series import TimeSeriesQueue, record_update
 
 
 class MsgKind(str, Enum):

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from emu.procs import run_root  # noqa: E402
+from emu.backends.processes import run_root  # noqa: E402
 from emu.shm import leftover_segments  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -1,0 +1,443 @@
+"""``emu``: the command line of the rack emulator.
+
+Exit codes: 0 ok, 1 an ``expect`` failed (or a check found an
+inconsistency), 2 bad input (a one-line message naming the file, line and
+key; never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from emu.params import ConfigError
+
+RACKS_DIR = "racks"
+
+
+class Usage(Exception):
+    """Bad command-line input: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Usage(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="emu", description="Storage-rack emulator of JP H11-15604 (remote copy with a "
+                                        "consistency-preserving recovery copy)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="start a rack, play a script, print the report, stop")
+    r.add_argument("config")
+    r.add_argument("script")
+    r.add_argument("--backend", choices=("processes", "inline"), default="processes")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--json")
+    r.add_argument("--trace")
+    r.add_argument("--plots")
+    r.add_argument("--writes")
+    u = sub.add_parser("up", help="start a long-running rack")
+    u.add_argument("config")
+    u.add_argument("--name", default="rack")
+    u.add_argument("--realtime", type=float)
+    u.add_argument("--tcp", metavar="HOST:PORT",
+                   help="serve the console over tcp, with CurveZMQ keys generated for this rack (0600)")
+    u.add_argument("--seed", type=int)
+    c = sub.add_parser("console", help="an interactive SVP console on a rack of its own")
+    c.add_argument("config")
+    c.add_argument("--backend", choices=("processes", "inline"), default="processes")
+    c.add_argument("--seed", type=int)
+    d = sub.add_parser("down", help="stop a long-running rack")
+    d.add_argument("--name", default="rack")
+    sub.add_parser("ps", help="list long-running racks")
+    s = sub.add_parser("svp", help="the SVP console of a running rack")
+    s.add_argument("--name", default="rack")
+    s.add_argument("-c", dest="commands")
+    rp = sub.add_parser("report", help="render a saved report")
+    rp.add_argument("json")
+    rp.add_argument("--plots")
+    t = sub.add_parser("trace", help="walk a trace step by step")
+    t.add_argument("file")
+    t.add_argument("--pair")
+    t.add_argument("--steps")
+    sub.add_parser("check", help="consistency of LDEV images against a write log", add_help=False)
+    sub.add_parser("disk", help="disk tools: emu disk replay --disk PRESET TRACE", add_help=False)
+    sub.add_parser("sweep", help="crash-point sweep", add_help=False)
+    sub.add_parser("campaign", help="fault campaign", add_help=False)
+    i = sub.add_parser("info", help="a device's parameters")
+    i.add_argument("device", nargs="?")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = {"check": "controllers.verify.checker", "sweep": "controllers.verify.sweep",
+                   "campaign": "controllers.verify.campaign"}
+    try:
+        if argv and argv[0] in passthrough:
+            import importlib
+            try:
+                module = importlib.import_module(passthrough[argv[0]])
+            except ModuleNotFoundError:
+                raise Usage(f"emu {argv[0]}: not available in this build") from None
+            return module.main(argv[1:])
+        if argv[:2] == ["disk", "replay"]:
+            from controllers.operator.disk_replay import main as replay
+            return replay(argv[2:])
+        if argv[:1] == ["disk"]:
+            raise Usage("usage: emu disk replay --disk PRESET TRACE [--out FILE]")
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except Usage as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"emu: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"emu: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emu: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------- run
+def cmd_run(args) -> int:
+    from controllers.operator.console import SvpConsole, run_script
+    from controllers.operator.report import build_report, render_report
+    from controllers.rack.storage import StorageRack
+    script = Path(args.script)
+    try:
+        lines = script.read_text().splitlines()
+    except FileNotFoundError:
+        raise Usage(f"emu: {args.script}: no such script") from None
+    trace_out = open(args.trace, "w") if args.trace else None
+    try:
+        with StorageRack(args.config, backend=args.backend, seed=args.seed, trace_out=trace_out) as rack:
+            console = SvpConsole(rack, stdout=sys.stdout)
+            code, error = run_script(console, lines, args.script)
+            if error:
+                print(f"emu: {error}", file=sys.stderr)
+                return 2
+            report = build_report(rack)
+            print(render_report(report))
+            if console.expect_failures:
+                print(f"{len(console.expect_failures)} expect(s) failed", file=sys.stderr)
+            _outputs(args, rack, report, console)
+            return code
+    finally:
+        if trace_out:
+            trace_out.close()
+
+
+def _outputs(args, rack, report, console) -> None:
+    if args.json:
+        Path(args.json).write_text(json.dumps({**report, "samples": console.samples}, indent=1, sort_keys=True,
+                                              default=str))
+    if args.writes:
+        rack.writelog().save(args.writes)
+    if args.plots:
+        from controllers.operator.plots import write_plots
+        write_plots({**report, "samples": console.samples}, args.plots, rack.host_stats())
+
+
+def cmd_console(args) -> int:
+    """A rack of its own with the console on this terminal (or stdin)."""
+    from controllers.operator.console import SvpConsole, interactive, run_script
+    from controllers.rack.storage import StorageRack
+    with StorageRack(args.config, backend=args.backend, seed=args.seed) as rack:
+        if sys.stdin.isatty():
+            console = SvpConsole(rack, interactive=True)
+            interactive(console)
+            return 1 if console.expect_failures else 0
+        console = SvpConsole(rack, stdout=sys.stdout)
+        code, error = run_script(console, sys.stdin.read().splitlines(), "<stdin>")
+        if error:
+            print(f"emu: {error}", file=sys.stderr)
+        return code
+
+
+# ---------------------------------------------------------------------------- report / trace / info
+def cmd_report(args) -> int:
+    from controllers.operator.report import render_report, validate_report
+    try:
+        report = json.loads(Path(args.json).read_text())
+    except json.JSONDecodeError as exc:
+        raise Usage(f"emu: {args.json}:{exc.lineno}: not JSON ({exc.msg})") from None
+    problems = validate_report(report)
+    if problems:
+        raise Usage(f"emu: {args.json}: not a run report ({problems[0]})")
+    print(render_report(report))
+    if args.plots:
+        from controllers.operator.plots import write_plots
+        write_plots(report, args.plots, None)
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from emu.trace import parse_line
+    lo, hi = 0, 1 << 30
+    if args.steps:
+        try:
+            a, _, b = args.steps.partition("-")
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise Usage(f"emu trace: --steps expects A-B like 501-520, got {args.steps!r}") from None
+    with open(args.file) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                rec = parse_line(line)
+            except ValueError:
+                raise Usage(f"emu: {args.file}:{number}: not a trace line") from None
+            if args.steps and (rec["step"] is None or not lo <= rec["step"] <= hi):
+                continue
+            if args.pair and rec["fields"].get("pair") != args.pair and args.pair not in rec["fields"].get("pairs", []):
+                continue
+            t = rec["time_ns"]
+            step = f"{rec['step']:>4}" if rec["step"] is not None else "    "
+            fields = " ".join(f"{k}={v}" for k, v in sorted(rec["fields"].items()))
+            print(f"{t / 1e6:12.6f} ms  {rec['actor']:<12} {step}  {rec['event']:<28} {fields}")
+    return 0
+
+
+def device_classes() -> dict:
+    import importlib
+    out = {}
+    for mod in ("controllers.devices.host.actor", "controllers.devices.dkc.actor", "controllers.devices.disk.actor", "controllers.devices.link",
+                "controllers.devices.svp", "emu.toy"):
+        m = importlib.import_module(mod)
+        from emu.actor import Actor
+        for obj in vars(m).values():
+            if isinstance(obj, type) and issubclass(obj, Actor) and obj is not Actor and obj.__module__ == mod:
+                out[obj.KIND] = obj
+    return dict(sorted(out.items()))
+
+
+def cmd_info(args) -> int:
+    from tabulate import tabulate
+    from emu.params import describe
+    classes = device_classes()
+    if not args.device:
+        print(tabulate([[k, c.DOC] for k, c in classes.items()], headers=["Device", "What it is"]))
+        return 0
+    if args.device not in classes:
+        raise Usage(f"emu info: unknown device {args.device!r} (known: {', '.join(classes)})")
+    cls = classes[args.device]
+    print(f"{args.device}: {cls.DOC}")
+    print(tabulate(describe(cls.PARAMS), headers=["Parameter", "Kind", "Default", "Description"]))
+    return 0
+
+
+# ---------------------------------------------------------------------------- long-running racks
+def _rack_dir(name: str) -> Path:
+    from emu.backends.processes import run_root
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise Usage(f"emu: bad rack name {name!r} (letters, digits, - and _)")
+    d = Path(run_root()) / RACKS_DIR
+    d.mkdir(mode=0o700, exist_ok=True)
+    for pidfile in d.glob("*.pid"):   # racks whose daemon died without `emu down`
+        pid = pidfile.read_text().strip()
+        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+            pidfile.unlink(missing_ok=True)
+            pidfile.with_suffix(".sock").unlink(missing_ok=True)
+    return d / name
+
+
+def _endpoint(name: str) -> str:
+    return f"ipc://{_rack_dir(name)}.sock"
+
+
+def cmd_up(args) -> int:
+    from controllers.rack.storage import StorageRack
+    from controllers.rack.layout import load_storage_config
+    load_storage_config(args.config, args.seed)  # bad input: exit 2 before forking
+    base = _rack_dir(args.name)
+    pidfile = Path(f"{base}.pid")
+    if pidfile.exists() and Path(f"/proc/{pidfile.read_text().strip()}").exists():
+        raise Usage(f"emu up: a rack named {args.name!r} is already up (emu down --name {args.name})")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        status = os.read(r, 4096).decode()
+        os.close(r)
+        if not status.startswith("ok"):
+            print(f"emu up: {status}", file=sys.stderr)
+            return 2
+        print(f"rack {args.name} up (pid {pid}); console: emu svp --name {args.name}")
+        return 0
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):   # before any actor is forked: nobody keeps the caller's terminal or pipes
+        os.dup2(devnull, fd)
+    code = 0
+    try:
+        rack = StorageRack(args.config, backend="processes", seed=args.seed, realtime=args.realtime)
+        pidfile.write_text(str(os.getpid()))
+        code = _serve(rack, args.name, w, args.tcp)
+    except Exception as exc:   # report to the parent, never a traceback
+        os.write(w, f"{type(exc).__name__}: {exc}".encode())
+        code = 2
+    finally:
+        pidfile.unlink(missing_ok=True)
+        os._exit(code)
+
+
+def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
+    import io
+    import threading
+    from controllers.operator.console import SvpConsole
+    from emu.remote import ConsoleServer, RackKeys
+    if tcp:   # authenticated only: the rack's keys, and the endpoint, next to its pid file
+        keys = RackKeys.generate(f"{_rack_dir(name)}.keys")
+        server = ConsoleServer(f"tcp://{tcp}", lambda line: handle(line), keys)
+        Path(f"{_rack_dir(name)}.endpoint").write_text(server.endpoint)
+    else:
+        server = ConsoleServer(_endpoint(name), lambda line: handle(line))
+    stop = threading.Event()
+
+    def handle(line: str):
+        if line == "__shutdown__":
+            stop.set()
+            return True, "rack going down"
+        if line == "__names__":
+            return True, json.dumps({"targets": sorted(rack.groups) + sorted(rack.pairs),
+                                     "procs": [a.name for a in rack.spec.actors]})
+        out = io.StringIO()
+        console = SvpConsole(rack, stdout=out)
+        console.onecmd(line)
+        return not console.errors, out.getvalue().rstrip("\n")
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # `kill PID` is a clean `emu down`
+    os.write(status_fd, b"ok")
+    os.close(status_fd)
+    try:
+        server.serve_until(stop)
+    finally:
+        server.close()
+        rack.close()
+        Path(_endpoint(name)[len("ipc://"):]).unlink(missing_ok=True)
+        Path(f"{_rack_dir(name)}.endpoint").unlink(missing_ok=True)
+        import shutil
+        shutil.rmtree(f"{_rack_dir(name)}.keys", ignore_errors=True)
+    return 0
+
+
+def _client(name: str):
+    from emu.remote import ConsoleClient, RackKeys
+    tcp = Path(f"{_rack_dir(name)}.endpoint")
+    if tcp.exists():
+        return ConsoleClient(tcp.read_text().strip(), RackKeys(f"{_rack_dir(name)}.keys"))
+    sock = Path(_endpoint(name)[len("ipc://"):])
+    if not sock.exists():
+        raise Usage(f"emu: no rack named {name!r} is up (emu up CONFIG --name {name})")
+    return ConsoleClient(_endpoint(name))
+
+
+def cmd_down(args) -> int:
+    pidfile = Path(f"{_rack_dir(args.name)}.pid")
+    client = _client(args.name)
+    try:
+        ok, text = client.request("__shutdown__")
+    finally:
+        client.close()
+    print(text)
+    if pidfile.exists():
+        pid = int(pidfile.read_text().strip() or 0)
+        if pid and not _wait_exit(pid, 10.0):
+            os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+def _wait_exit(pid: int, timeout_s: float) -> bool:
+    """Wait for a process that is not our child to exit (a pidfd becomes
+    readable when it does); True if it exited in time."""
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+def cmd_ps(args) -> int:
+    from tabulate import tabulate
+    d = _rack_dir("x").parent
+    rows = []
+    for pidfile in sorted(d.glob("*.pid")):
+        pid = pidfile.read_text().strip()
+        alive = Path(f"/proc/{pid}").exists()
+        rows.append([pidfile.stem, pid, "up" if alive else "dead"])
+    print(tabulate(rows, headers=["Rack", "PID", "State"]) if rows else "no racks up")
+    return 0
+
+
+def cmd_svp(args) -> int:
+    client = _client(args.name)
+    failed = False
+    try:
+        if args.commands:
+            lines = [c.strip() for c in args.commands.split(";") if c.strip()]
+        elif sys.stdin.isatty():
+            return _svp_tty(client)
+        else:
+            lines = [ln for ln in sys.stdin.read().splitlines() if ln.split("#", 1)[0].strip()]
+        for line in lines:
+            ok, text = client.request(line, timeout_ms=600_000)
+            print(text)
+            failed = failed or not ok
+    finally:
+        client.close()
+    return 2 if failed else 0
+
+
+def _svp_tty(client) -> int:
+    """The console of a running rack on this terminal: the commands and
+    their completion are the local console's; each line runs in the rack."""
+    import cmd as cmdmod
+    from controllers.operator.console import SvpConsole
+    try:
+        import readline  # noqa: F401  (history and completion)
+    except ImportError:
+        pass
+    names = json.loads(client.request("__names__")[1])
+    words = sorted({n[3:] for n in dir(SvpConsole) if n.startswith("do_") and n != "do_EOF"})
+
+    class Remote(cmdmod.Cmd):
+        prompt = "svp> "
+
+        def completenames(self, text, *ignored):
+            return [w for w in words if w.startswith(text)]
+
+        def completedefault(self, text, line, b, e):
+            return [w for w in names["targets"] + names["procs"] if w.startswith(text)]
+
+        def emptyline(self):
+            return False
+
+        def default(self, line):
+            if line.strip() in ("quit", "exit", "EOF"):
+                return True
+            print(client.request(line, timeout_ms=600_000)[1])
+            return False
+
+    Remote().cmdloop("rack console (remote); Ctrl-D leaves")
+    print()
+    return 0
+
+
+COMMANDS = {"console": cmd_console, "run": cmd_run, "report": cmd_report, "trace": cmd_trace, "info": cmd_info,
+            "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "svp": cmd_svp}
+
+if __name__ == "__main__":
+    sys.exit(main())

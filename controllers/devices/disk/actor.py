@@ -1,0 +1,77 @@
+"""Small disk (and spare disk) actor: mechanical timing of each request.
+
+The media live in a shared-memory region that the DKC reads and writes
+directly (payload bytes never travel inside a site); the disk actor models
+*when* each transfer completes, with the Ruemmler & Wilkes / DiskSim model
+in ``controllers.devices.disk.model``. A failed disk answers every request with an
+error; a killed disk process answers nothing (the DKC times it out).
+"""
+
+from __future__ import annotations
+
+from controllers.devices.disk.model import PRESETS, DiskModel
+from emu.actor import Actor
+from emu.params import Param
+
+QUEUE_DEPTH_MAX = 4096
+
+
+class SmallDisk(Actor):
+    KIND = "small-disk"
+    DOC = "A small disk of a RAID5 group, or a spare (role='spare'): save area and rebuild target."
+    PARAMS = {
+        "preset": Param("choice", "hp97560", "mechanical preset", choices=tuple(sorted(PRESETS))),
+        "role": Param("choice", "member", "member of a parity group, or spare", choices=("member", "spare")),
+        "dkc": Param("str", doc="the DKC actor this disk answers to"),
+    }
+    PORTS = ("dkc",)
+
+    def on_start(self):
+        self.model = DiskModel(PRESETS[self.params["preset"]])
+        self.failed = False
+        self.busy_ns = 0
+        self.ios = 0
+        self.queued = 0
+        self.queue_max = 0
+        self.errors = 0
+
+    def on_message(self, src, kind, body):
+        if kind != "io":
+            self.errors += 1
+            return
+        if self.failed:
+            self.send(src, "io_done", {"id": body.get("id"), "ok": False, "error": "disk failed"})
+            return
+        lba = int(body["lba"]) % self.model.lba_count
+        sectors = max(1, min(int(body["sectors"]), 2048))
+        res = self.model.access(self.now_ns, "W" if body.get("op") == "w" else "R", lba, sectors)
+        self.ios += 1
+        self.busy_ns += res.service_ns
+        self.queued += 1
+        self.queue_max = max(self.queue_max, self.queued)
+        self.set_timer(f"q{self.ios}", res.done_ns - self.now_ns, [src, body.get("id")])
+
+    def on_timer(self, name, data):
+        src, ident = data
+        self.queued -= 1
+        if ident is not None:
+            self.send(src, "io_done", {"id": ident, "ok": not self.failed})
+
+    def on_control(self, command):
+        if command.get("cmd") == "fail":
+            self.failed = True
+            self.trace("disk.failed")
+            return {"ok": True}
+        if command.get("cmd") == "replace":
+            self.failed = False
+            self.trace("disk.replaced")
+            return {"ok": True}
+        return super().on_control(command)
+
+    def on_query(self, q):
+        """busy_ns counts service time up to now; work already queued beyond
+        now is reported as backlog_ns (an overloaded disk shows it growing)."""
+        backlog = max(0, self.model.busy_until_ns - self.now_ns)
+        return {"ios": self.ios, "busy_ns": self.busy_ns - min(backlog, self.busy_ns), "backlog_ns": backlog,
+                "queue_max": self.queue_max,
+                "failed": self.failed, "role": self.params["role"]}

@@ -1,0 +1,725 @@
+"""Disk controller (DKC) actor: cache, RAID5 over small disks, the firmware.
+
+The DKC hosts the sans-I/O firmware (``firmware.dkc.DkcFirmware``) and
+carries out its actions: peer messages go to the inter-site link, host
+completions go back over the channel after the controller's cost, firmware
+timers become actor timers, and disk costs become timed requests to the
+small-disk actors. LDEV data lives on the disks' shared-memory media through
+``firmware.raid.layout.RaidArray``; the firmware's state (pairs, bitmaps, queues,
+save-area bitmap, saved-data queue, cache-resident saved tracks) is written
+to the DKC's non-volatile region, so a DKC process killed
+and restarted mid-recovery resumes, and still rolls back correctly.
+
+Cost model (all from the config's [dkc] table): a command occupies the
+controller for ``cycles_per_io + cycles_per_kib * KiB`` cycles at ``clock``;
+commands queue FIFO on the controller. Writes are write-back: the track
+becomes write-pending in the cache and is destaged later, at most
+``DESTAGE_INFLIGHT_MAX`` tracks at once, repeated writes to a pending track
+coalescing; a read of a track not in the cache waits for the disks.
+The cache holds real track bytes in a shared-memory region (slots, LRU);
+it is write-through, so the media are always current and a restarted DKC
+simply starts with a cold cache.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections import OrderedDict
+
+import numpy as np
+
+from firmware.dkc import CancelTimer, DiskCost, DkcFirmware, HostDone, SendPeer, SetTimer, Trace
+from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
+from firmware.store import SaveMediaError, SaveRow
+from controllers.devices.link import message_bytes
+from emu.actor import Actor
+from emu.params import Param
+
+SECTOR_BYTES = 512
+NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
+PENDING_READS_MAX = 4096
+DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
+REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
+REBUILD_RETRY_NS = 500_000_000        # retry a step whose disk transfers never all came back
+#: firmware steps whose trace record also raises a named event for ``run until``
+SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
+                515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
+
+
+class DataLost(ValueError):
+    """A read that RAID5 cannot answer with the right bytes (double fault)."""
+
+
+class LdevStore:
+    """The firmware's ``TrackStore`` over a ``RaidArray`` (bytes in, bytes out)."""
+
+    sector_bytes = SECTOR_BYTES
+
+    def __init__(self, array: RaidArray, track_bytes: int):
+        self.array = array
+        self.track_bytes = track_bytes
+
+    def ldev_tracks(self, ldev: int) -> int:
+        try:
+            return self.array.ldev_tracks(ldev)
+        except KeyError:
+            raise ValueError(f"no such ldev {ldev}") from None
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        try:
+            return self.array.read_track(ldev, track).tobytes()
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        try:
+            self.array.write_track(ldev, track, np.frombuffer(data, dtype=np.uint8))
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        try:
+            return self.array.read_sectors(ldev, lba, n)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        try:
+            self.array.write_sectors(ldev, lba, data)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+
+class TrackCache:
+    """The DKC cache (patent 104/114): track slots in a shared-memory region,
+    LRU over a slot directory. Write-through: the media stay current, so a
+    restarted DKC starts with an empty directory and loses nothing; which
+    tracks are still write-pending (to be destaged) is the actor's ``dirty``
+    map."""
+
+    def __init__(self, region: np.ndarray, track_bytes: int, slots: int):
+        self.buf = region
+        self.tb = track_bytes
+        self.slots = slots
+        self.slot_of: OrderedDict = OrderedDict()   # (ldev, track) -> slot, least recent first
+        self.free = list(range(slots - 1, -1, -1))
+        self.hits = self.misses = 0
+
+    def __contains__(self, key) -> bool:
+        return key in self.slot_of
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def _view(self, slot: int) -> np.ndarray:
+        return self.buf[slot * self.tb:(slot + 1) * self.tb]
+
+    def get(self, key) -> bytes | None:
+        slot = self.slot_of.get(key)
+        if slot is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.slot_of.move_to_end(key)
+        return self._view(slot).tobytes()
+
+    def put(self, key, data: bytes) -> None:
+        if self.slots == 0:
+            return
+        slot = self.slot_of.get(key)
+        if slot is None:
+            if not self.free:
+                _, victim = self.slot_of.popitem(last=False)
+                self.free.append(victim)
+            slot = self.free.pop()
+            self.slot_of[key] = slot
+        self.slot_of.move_to_end(key)
+        self._view(slot)[:] = np.frombuffer(data, dtype=np.uint8)
+
+    def patch(self, key, offset: int, data: bytes) -> None:
+        """Update part of a cached track in place (a partial write)."""
+        slot = self.slot_of.get(key)
+        if slot is not None:
+            self._view(slot)[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+
+class CachedStore(LdevStore):
+    """``LdevStore`` behind the cache: reads are served from cache slots when
+    present, every write goes through to the media and updates its slot."""
+
+    def __init__(self, array: RaidArray, track_bytes: int, cache: TrackCache):
+        super().__init__(array, track_bytes)
+        self.cache = cache
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        data = self.cache.get((ldev, track))
+        if data is None:
+            data = super().read_track(ldev, track)
+            self.cache.put((ldev, track), data)
+        return data
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        super().write_track(ldev, track, data)
+        self.cache.put((ldev, track), bytes(data))
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        spt = self.track_bytes // SECTOR_BYTES
+        out, sector = [], lba
+        while sector < lba + n:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, lba + n - sector)
+            if (ldev, track) in self.cache:
+                data = self.cache.get((ldev, track))
+                out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
+            else:
+                out.append(super().read_sectors(ldev, sector, take))
+            sector += take
+        return b"".join(out)
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        super().write_sectors(ldev, lba, data)
+        spt = self.track_bytes // SECTOR_BYTES
+        pos, sector, end = 0, lba, lba + len(data) // SECTOR_BYTES
+        while sector < end:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, end - sector)
+            self.cache.patch((ldev, track), off * SECTOR_BYTES, data[pos:pos + take * SECTOR_BYTES])
+            pos += take * SECTOR_BYTES
+            sector += take
+
+
+class DiskSaveMedia:
+    """The firmware's ``SaveMedia``: a row per parity group (its parity
+    tracks, patent 220) and a row per spare disk (230)."""
+
+    def __init__(self, groups: list[RaidGroup], spares: list[np.ndarray], track_bytes: int):
+        self.groups = groups
+        self.spares = spares
+        self.spare_failed = [False] * len(spares)
+        self.track_bytes = track_bytes
+
+    def rows(self) -> list[SaveRow]:
+        out = [SaveRow(g, "parity", grp.layout.n_stripes) for g, grp in enumerate(self.groups)
+               if not grp.failed_disks]   # a degraded group has no parity to lend
+        tracks = len(self.spares[0]) // self.track_bytes if self.spares else 0
+        out += [SaveRow(len(self.groups) + j, "spare", tracks) for j in range(len(self.spares))
+                if not self.spare_failed[j]]   # failed, or taken by a rebuild
+        return out
+
+    def _spare(self, row_id: int, slot: int) -> np.ndarray:
+        j = row_id - len(self.groups)
+        if self.spare_failed[j]:
+            raise SaveMediaError(f"spare disk {j} failed")
+        return self.spares[j][slot * self.track_bytes:(slot + 1) * self.track_bytes]
+
+    def write_save(self, row_id: int, slot: int, data: bytes) -> None:
+        try:
+            if row_id < len(self.groups):
+                self.groups[row_id].write_parity_slot(slot, np.frombuffer(data, dtype=np.uint8))
+            else:
+                self._spare(row_id, slot)[:] = np.frombuffer(data, dtype=np.uint8)
+        except DataLossError as exc:
+            raise SaveMediaError(str(exc)) from None
+
+    def read_save(self, row_id: int, slot: int) -> bytes:
+        try:
+            if row_id < len(self.groups):
+                return self.groups[row_id].read_parity_slot(slot).tobytes()
+            return self._spare(row_id, slot).tobytes()
+        except DataLossError as exc:
+            raise SaveMediaError(str(exc)) from None
+
+    def lend(self, row_id: int) -> None:
+        if row_id < len(self.groups):
+            self.groups[row_id].lend_parity()
+
+    def release(self, row_id: int) -> None:
+        if row_id < len(self.groups):
+            try:
+                self.groups[row_id].recompute_parity()
+            except DataLossError as exc:
+                raise SaveMediaError(str(exc)) from None
+
+
+class Dkc(Actor):
+    KIND = "dkc"
+    DOC = "Disk controller (patent: 102/112) with cache, RAID5 and the remote-copy firmware."
+    PARAMS = {
+        "site": Param("str", doc="site name"),
+        "layout": Param("dict", doc="disks, parity groups and LDEVs (from the site config)"),
+        "cost": Param("dict", doc="controller cost model (the config's [dkc] table)"),
+        "pairs": Param("list", [], "pairs this DKC masters or backs up"),
+        "peers": Param("dict", {}, "remote site -> link actor"),
+        "recovery": Param("dict", {}, "firmware recovery options from [recovery]"),
+    }
+
+    # -- start / restart --------------------------------------------------------------
+    def _build(self, raid_state: list | None = None, disk_map: dict | None = None) -> None:
+        lay = self.params["layout"]
+        tb, nd = lay["track_bytes"], lay["n_data"]
+        self.tb = tb
+        media = [self.region(f"{d}.media").buf for d in lay["disks"]]
+        self.media_bufs = media
+        per = nd + 1
+        first_spare = lay["groups"] * per
+        #: which site disk backs each member of each group (a rebuild swaps in a spare)
+        self.member_map = disk_map["members"] if disk_map else [list(range(g * per, (g + 1) * per))
+                                                               for g in range(lay["groups"])]
+        #: spares not consumed by a rebuild, and rebuilds in progress: group -> spare disk
+        self.free_spares = disk_map["free_spares"] if disk_map else list(range(first_spare, lay["n_disks"]))
+        self.rebuilds = disk_map["rebuilds"] if disk_map else {}
+        self.rebuild_wait: dict[int, int] = {}
+        self.groups = []
+        for g in range(lay["groups"]):
+            layout = RaidLayout(nd, tb, lay["tracks_per_disk"])
+            members = [media[d] for d in self.member_map[g]]
+            if raid_state:
+                spare = media[self.rebuilds[g]] if g in self.rebuilds else None
+                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g], spare))
+            else:
+                self.groups.append(RaidGroup(layout, members))
+        self.array = RaidArray(self.groups)
+        self.group_index = {id(g): i for i, g in enumerate(self.groups)}
+        for ld in lay["ldevs"]:
+            self.array.define_ldev(ld["ldev"], ld["tracks"], ld["group"])
+        site = self.params["site"]
+        self.track_cache = TrackCache(self.region(f"{site}.dkc.cache").buf, tb, self.params["cost"]["cache_tracks"])
+        self.store = CachedStore(self.array, tb, self.track_cache)
+        self.media = DiskSaveMedia(self.groups, media[first_spare:], tb)
+        self.cpu_free_ns = 0
+        #: write-pending tracks in LRU order -> True while being destaged
+        self.dirty: OrderedDict = OrderedDict()
+        self.destage_wait: dict[str, list] = {}
+        self.destaging = 0
+        self.destage_seq = 0
+        self.pending_reads: dict[str, dict] = {}
+        self.disk_seq = 0
+        self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
+                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
+                      "destaged": 0, "write_pending_max": 0, "xor_bytes": 0}
+
+    def _fw_params(self) -> dict:
+        lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
+        return {"pairs": self.params["pairs"], "cache_save_threshold_tracks": cost["cache_save_threshold"],
+                "keep_raid5": rec.get("keep_raid5", False), "spares_usable": rec.get("spares_usable", True),
+                "format_shortcut": rec.get("format_shortcut", True),
+                "n_ldevs": len(lay["ldevs"]), "n_disks": lay["groups"] * (lay["n_data"] + 1),
+                "n_parity_disks": lay["groups"], "n_spare_disks": lay["spares"]}
+
+    def on_start(self):
+        self._build()
+        self.fw = DkcFirmware(self.params["site"], self.store, self.media, self._fw_params())
+        self.epochs = {site: 0 for site in sorted(self.params["peers"])}
+        self.nvm_gen = 0
+        self._persist()
+
+    def on_restart(self):
+        state = self._load_nvm()
+        if state is None:
+            self.on_start()
+            return
+        self._build(state["raid"], state["disks"])
+        self.fw = DkcFirmware.restore(state["fw"], self.store, self.media)
+        self.epochs = state["epochs"]
+        self.nvm_gen = state["gen"]
+        self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
+        self.trace("dkc.restart")
+        self._execute([*self.fw.timers()])
+        for g in sorted(self.rebuilds):
+            self.set_timer(f"rebuild:{g}", 0, g)
+
+    # -- non-volatile memory -----------------------------------------------------------------
+    def on_checkpoint(self) -> None:
+        self._persist()
+
+    def _persist(self) -> None:
+        blob = pickle.dumps({"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups],
+                             "epochs": self.epochs, "gen": self.nvm_gen + 1,
+                             "disks": {"members": self.member_map, "free_spares": self.free_spares,
+                                       "rebuilds": self.rebuilds},
+                             "spare_failed": self.media.spare_failed}, protocol=pickle.HIGHEST_PROTOCOL)
+        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
+        half = (len(nvm) - 4096) // 2
+        if len(blob) > half:
+            raise RuntimeError(f"{self.name}: NVM state of {len(blob)} bytes exceeds {half}: size invariant violated")
+        self.nvm_gen += 1
+        off = 4096 + (self.nvm_gen % 2) * half   # two slots: the header flips only after the copy
+        nvm[off:off + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+        nvm[:NVM_HEADER.size] = np.frombuffer(NVM_HEADER.pack(self.nvm_gen, off, len(blob)), dtype=np.uint8)
+
+    def _load_nvm(self) -> dict | None:
+        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
+        gen, off, length = NVM_HEADER.unpack(nvm[:NVM_HEADER.size].tobytes())
+        if gen == 0:
+            return None
+        return pickle.loads(nvm[off:off + length].tobytes())
+
+    # -- cost model ----------------------------------------------------------------------------
+    def _occupy(self, nbytes: int) -> int:
+        """Delay until a command moving ``nbytes`` is done on the controller."""
+        c = self.params["cost"]
+        cycles = c["cycles_per_io"] + c["cycles_per_kib"] * nbytes // 1024
+        start = max(self.now_ns, self.cpu_free_ns)
+        self.cpu_free_ns = start + cycles * 1_000_000_000 // c["clock_hz"]
+        return self.cpu_free_ns - self.now_ns
+
+    def _occupy_xor(self, nbytes: int) -> None:
+        """Charge the controller for XOR-ing ``nbytes`` of parity."""
+        c = self.params["cost"]
+        cycles = c.get("cycles_per_kib_xor", 0) * nbytes // 1024
+        self.cpu_free_ns = max(self.now_ns, self.cpu_free_ns) + cycles * 1_000_000_000 // c["clock_hz"]
+        self.stats["xor_bytes"] += nbytes
+
+    def _touch_cache(self, ldev: int, lba: int, sectors: int) -> bool:
+        """True when every track of the request is in a cache slot."""
+        spt = self.tb // SECTOR_BYTES
+        return all((ldev, t) in self.track_cache for t in range(lba // spt, (lba + sectors - 1) // spt + 1))
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_message(self, src, kind, body):
+        try:
+            handler = _HANDLERS[kind]
+        except KeyError:
+            self.stats["bad_messages"] += 1
+            return
+        try:
+            handler(self, src, body)
+        except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
+            self.fw.double_faults.append({"where": kind, "error": str(exc)})
+            self.trace("dkc.data_loss", kind=kind, error=str(exc))
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            self.stats["bad_messages"] += 1
+            self.trace("dkc.bad_message", kind=kind, error=type(exc).__name__)
+
+    def on_io(self, src, body):
+        op, ldev, lba, sectors = body["op"], int(body["ldev"]), int(body["lba"]), int(body["sectors"])
+        req = [src, body["id"]]
+        hit = self._touch_cache(ldev, lba, sectors)
+        if op == "write":
+            self.stats["writes"] += 1
+            data = body["data"]
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("write data must be bytes")
+            try:
+                acts = self.fw.host_write(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors, bytes(data))
+            except DataLost as exc:   # a double fault: fail the write, never pretend it worked
+                acts = [HostDone(f"{src}|{body['id']}", False, str(exc), None)]
+                self.trace("dkc.data_loss", ldev=ldev, lba=lba, error=str(exc))
+            self._execute(acts)
+            return
+        self.stats["reads"] += 1
+        self.stats["read_hits"] += hit
+        acts = self.fw.host_read(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors)
+        if hit:
+            self._execute(acts)
+            return
+        self._read_from_disks(req, ldev, lba, sectors, acts)
+
+    def _read_from_disks(self, req, ldev, lba, sectors, acts):
+        """A cache miss: the reply waits for the disk transfers of the tracks."""
+        spt = self.tb // SECTOR_BYTES
+        ios = []
+        for track in range(lba // spt, (lba + sectors - 1) // spt + 1):
+            try:
+                grp, lt = self.array.locate(ldev, track)
+                ios += [(self.group_index[id(grp)], io) for io in grp.plan_read(lt)]
+            except (DataLossError, KeyError, ValueError):
+                pass
+        if not ios or len(self.pending_reads) >= PENDING_READS_MAX:
+            self._execute(acts)
+            return
+        self.disk_seq += 1
+        rid = f"r{self.disk_seq}"
+        self.pending_reads[rid] = {"left": len(ios), "acts": acts, "answered": [],
+                                   "disks": sorted({self._disk_index(g, io.disk) for g, io in ios})}
+        for g, io in ios:
+            self._disk_io(g, io, rid)
+        self.set_timer(f"read:{rid}", self.params["cost"]["disk_timeout_ns"], rid)
+
+    def _disk_name(self, g: int, member: int) -> str:
+        """Member ``member`` of group ``g`` (n_disks = the spare being rebuilt)."""
+        disks = self.params["layout"]["disks"]
+        if member < len(self.member_map[g]):
+            return disks[self.member_map[g][member]]
+        return disks[self.rebuilds[g]]
+
+    def _disk_io(self, g: int, io, rid) -> None:
+        self.stats["disk_ios"] += 1
+        self.send(self._disk_name(g, io.disk), "io", {"id": rid, "op": io.op, "lba": io.offset_bytes // SECTOR_BYTES,
+                                                      "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
+
+    def on_disk_done(self, src, body):
+        rid = body.get("id")
+        if isinstance(rid, str) and rid.startswith("ds:"):
+            self._destage_done(rid)
+            return
+        if isinstance(rid, str) and rid.startswith("rb:"):
+            g = int(rid[3:])
+            self.rebuild_wait[g] = self.rebuild_wait.get(g, 0) - 1
+            if self.rebuild_wait[g] == 0 and g in self.rebuilds:
+                self.cancel_timer(f"rebuild:{g}")
+                self._rebuild_step(g)
+            return
+        pend = self.pending_reads.get(rid)
+        if pend is None:
+            return
+        pend["left"] -= 1
+        if src in self.params["layout"]["disks"]:
+            pend["answered"].append(self.params["layout"]["disks"].index(src))
+        if pend["left"] <= 0:
+            del self.pending_reads[rid]
+            self.cancel_timer(f"read:{rid}")
+            self._execute(pend["acts"])
+
+    def on_peer(self, src, body):
+        site, epoch = body["from"], int(body["epoch"])
+        if epoch < self.epochs.get(site, 0):
+            self.stats["peer_dropped"] += 1
+            return
+        self.stats["peer_in"] += 1
+        msg = body["msg"]
+        if not isinstance(msg, dict):
+            raise TypeError("peer message must be a map")
+        self._execute(self.fw.peer_message(self.now_ns, site, msg))
+
+    def on_link_state(self, src, body):
+        peer, up = body["peer"], bool(body["up"])
+        self.epochs[peer] = int(body["epoch"])
+        result, acts = self.fw.command(self.now_ns, {"cmd": "link_up" if up else "link_down", "site": peer})
+        self._execute(acts)
+
+    def on_timer(self, name, data):
+        try:
+            self._on_timer(name, data)
+        except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
+            self.fw.double_faults.append({"where": name, "error": str(exc)})
+            self.trace("dkc.data_loss", timer=name, error=str(exc))
+
+    def _on_timer(self, name, data):
+        kind, _, rest = name.partition(":")
+        if kind == "fw":
+            self._execute(self.fw.timer(self.now_ns, rest))
+        elif kind == "read":
+            pend = self.pending_reads.pop(data, None)
+            if pend is not None:
+                self.stats["disk_timeouts"] += 1
+                self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
+                for disk in pend["disks"]:
+                    if disk not in pend["answered"]:
+                        self._fail_site_disk(disk, "no answer")
+                self._execute(pend["acts"])
+        elif kind == "rebuild":
+            self._rebuild_step(int(data))
+        elif kind == "rebuild_retry":
+            self._start_rebuild(int(data))
+
+    # -- firmware actions -------------------------------------------------------------------------
+    def _execute(self, actions) -> None:
+        for act in actions:
+            if isinstance(act, Trace):
+                self.trace(act.event, step=act.step, **act.fields)
+                if act.step in SIGNAL_STEPS:
+                    self.signal(SIGNAL_STEPS[act.step])
+            elif isinstance(act, SendPeer):
+                link = self.params["peers"].get(act.site)
+                if link is None:
+                    self.trace("dkc.no_path", site=act.site)
+                    continue
+                self.send(link, "xfer", act.msg, delay_ns=self._occupy(message_bytes(act.msg)))
+            elif isinstance(act, HostDone):
+                host, _, ident = str(act.req_id).partition("|")
+                nbytes = len(act.data) if act.data else 0
+                self.send(host, "io_done", {"id": ident, "ok": act.ok, "error": act.error, "data": act.data},
+                          delay_ns=self._occupy(nbytes))
+            elif isinstance(act, SetTimer):
+                self.set_timer(f"fw:{act.name}", max(0, act.at_ns - self.now_ns))
+            elif isinstance(act, CancelTimer):
+                self.cancel_timer(f"fw:{act.name}")
+            elif isinstance(act, DiskCost):
+                self._disk_cost(act)
+
+    def _disk_cost(self, act: DiskCost) -> None:
+        """A write makes its track write-pending in the cache (destaged later,
+        repeated writes to a pending track coalesce); a stage read goes to
+        the disks now without holding anyone."""
+        if "write" in act.kind:
+            key = (act.ldev, act.track)
+            if key not in self.dirty:
+                self.dirty[key] = False          # False: pending, not yet being destaged
+                self.stats["write_pending_max"] = max(self.stats["write_pending_max"], len(self.dirty))
+            self._pump_destage()
+            return
+        self._issue_plan(act.ldev, act.track, write=False, ident=None)
+
+    def _issue_plan(self, ldev: int, track: int, write: bool, ident) -> int:
+        try:
+            grp, lt = self.array.locate(ldev, track)
+            g = self.group_index[id(grp)]
+            plan = grp.plan_write(lt) if write else grp.plan_read(lt)
+        except (DataLossError, KeyError, ValueError):
+            return 0
+        for io in plan:
+            self.stats["disk_ios"] += 1
+            self.send(self._disk_name(g, io.disk), "io", {"id": ident, "op": io.op,
+                      "lba": io.offset_bytes // SECTOR_BYTES, "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
+        return len(plan)
+
+    def _pump_destage(self) -> None:
+        """Destage the oldest write-pending tracks, a bounded number at once
+        (the disks' queues stay short; the cache absorbs bursts)."""
+        for key in list(self.dirty):
+            if self.destaging >= DESTAGE_INFLIGHT_MAX:
+                return
+            if self.dirty[key]:
+                continue
+            self.destage_seq += 1
+            ident = f"ds:{self.destage_seq}"
+            n = self._issue_plan(key[0], key[1], write=True, ident=ident)
+            if n == 0:
+                del self.dirty[key]
+                continue
+            self.dirty[key] = True
+            self.destage_wait[ident] = [key, n]
+            self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
+            self.destaging += 1
+
+    def _destage_done(self, ident: str) -> None:
+        entry = self.destage_wait.get(ident)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del self.destage_wait[ident]
+        self.destaging -= 1
+        self.dirty.pop(entry[0], None)
+        self.stats["destaged"] += 1
+        self._pump_destage()
+
+    # -- console ------------------------------------------------------------------------------------
+    def on_control(self, command):
+        cmd = command.get("cmd")
+        try:
+            if cmd == "fw":
+                result, acts = self.fw.command(self.now_ns, dict(command["fw"]))
+                self._execute(acts)
+                return {"ok": True, **result}
+            if cmd == "disk_fail":
+                return self._disk_fail(int(command["disk"]))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        return super().on_control(command)
+
+    def _disk_index(self, g: int, member: int) -> int:
+        return self.member_map[g][member] if member < len(self.member_map[g]) else self.rebuilds[g]
+
+    def _disk_fail(self, disk: int) -> dict:
+        lay = self.params["layout"]
+        if not 0 <= disk < lay["n_disks"]:
+            raise ValueError(f"no disk {disk} at {lay['name']} (0..{lay['n_disks'] - 1})")
+        self._fail_site_disk(disk, "fault command")
+        return {"ok": True, "disk": disk}
+
+    def _fail_site_disk(self, disk: int, why: str) -> None:
+        """A small disk is gone: its group runs degraded and, when a spare is
+        free, rebuilds onto it online while host I/O continues."""
+        lay = self.params["layout"]
+        first_spare = lay["groups"] * (lay["n_data"] + 1)
+        self.trace("dkc.disk_failed", disk=disk, why=why)
+        for g, members in enumerate(self.member_map):
+            if disk in members:
+                m = members.index(disk)
+                if m not in self.groups[g].failed_disks:
+                    self.groups[g].fail_disk(m)
+                self._start_rebuild(g)
+                return
+            if self.rebuilds.get(g) == disk:   # the rebuild target itself died
+                self.trace("raid.rebuild_target_lost", group=g, disk=disk)
+        if disk >= first_spare:
+            self.media.spare_failed[disk - first_spare] = True
+            if disk in self.free_spares:
+                self.free_spares.remove(disk)
+
+    def _start_rebuild(self, g: int) -> None:
+        grp = self.groups[g]
+        if g in self.rebuilds or not self.free_spares or len(grp.failed_disks) != 1 or grp.parity_lent:
+            return
+        rs = self.fw.rsession
+        if rs is not None and rs.in_progress:
+            # the spares may hold saved tracks of a recovery copy: rebuilding
+            # onto one would destroy what a rollback needs. Try again later.
+            self.trace("raid.rebuild_deferred", group=g, reason="recovery copy in progress")
+            self.set_timer(f"rebuild_retry:{g}", REBUILD_RETRY_NS, g)
+            return
+        spare = self.free_spares.pop(0)
+        try:
+            grp.start_rebuild(self.media_bufs[spare])
+        except (ValueError, DataLossError) as exc:
+            self.free_spares.insert(0, spare)
+            self.trace("raid.rebuild_refused", group=g, error=str(exc))
+            return
+        first_spare = self.params["layout"]["groups"] * (self.params["layout"]["n_data"] + 1)
+        self.media.spare_failed[spare - first_spare] = True   # no longer a save area
+        self.rebuilds[g] = spare
+        self.trace("raid.rebuild_start", group=g, spare=spare)
+        self.set_timer(f"rebuild:{g}", 0, g)
+
+    def _rebuild_step(self, g: int) -> None:
+        grp, spare = self.groups[g], self.rebuilds.get(g)
+        if spare is None:
+            return
+        failed_before = set(grp.failed_disks)
+        try:
+            done, total = grp.rebuild_step(REBUILD_STRIPES_PER_STEP)
+        except DataLossError as exc:
+            self.trace("raid.rebuild_failed", group=g, error=str(exc))
+            del self.rebuilds[g]
+            return
+        self.stats["rebuilt_stripes"] += REBUILD_STRIPES_PER_STEP
+        tb_sectors = self.tb // SECTOR_BYTES
+        live = [d for m, d in enumerate(self.member_map[g]) if m not in failed_before] + [spare]
+        if done < total:   # closed loop: the next step waits for these transfers
+            self.rebuild_wait[g] = len(live)
+        for d in live:
+            self.send(self.params["layout"]["disks"][d], "io", {
+                "id": f"rb:{g}" if done < total else None, "op": "w" if d == spare else "r",
+                "lba": (done - REBUILD_STRIPES_PER_STEP) * tb_sectors, "sectors": tb_sectors * REBUILD_STRIPES_PER_STEP})
+        if done == total:
+            (replaced,) = failed_before - set(grp.failed_disks)
+            self.member_map[g][replaced] = spare
+            del self.rebuilds[g]
+            self.trace("raid.rebuilt", group=g, spare=spare, stripes=total)
+        else:
+            if done % (REBUILD_STRIPES_PER_STEP * 16) == 0:
+                self.trace("raid.rebuild_progress", group=g, done=done, total=total)
+            self.set_timer(f"rebuild:{g}", REBUILD_RETRY_NS, g)   # a step that stalls is retried
+
+    def on_query(self, q):
+        what = q.get("q")
+        if what == "fw":
+            try:
+                result, _ = self.fw.command(self.now_ns, dict(q["cmd"]))
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+            return {"ok": True, **result}
+        if what == "export":
+            ldev = int(q["ldev"])
+            try:
+                n = self.store.ldev_tracks(ldev) * self.tb // SECTOR_BYTES
+                return {"ok": True, "data": self.store.read_sectors(ldev, 0, n)}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+        if what == "stats":
+            return {"stats": dict(self.stats), "cache_tracks": len(self.track_cache), "write_pending": len(self.dirty),
+                    "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
+                              "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
+                              "lost_tracks": len(g.lost_tracks())}
+                             for i, g in enumerate(self.groups)],
+                    "free_spares": list(self.free_spares),
+                    "double_faults": list(self.fw.double_faults)}
+        return super().on_query(q)
+
+
+_HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
+             "link_state": Dkc.on_link_state}

@@ -1,0 +1,491 @@
+"""``StorageRack``: a storage rack built from a ``[[site]]`` config, with one
+method per console command. The console, scripts and tests all drive the
+rack through this class; a method either does what it says or raises
+``CommandError`` with one clear line and leaves the rack unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from controllers.verify.checker import check, equals
+from controllers.devices.dkc.actor import SIGNAL_STEPS
+from controllers.formats.writelog import WriteLog, WriteRecord
+from controllers.devices.svp import SETTABLE, convert_setting
+from controllers.rack.layout import load_storage_config
+from emu import units
+from emu.rack import Rack
+
+RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
+#: SVP settings the DKC firmware needs at once, not only at the next pairresync
+FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable")
+
+
+class CommandError(ValueError):
+    """A console command that cannot be done; the rack is unchanged."""
+
+
+class StorageRack:
+    def __init__(self, config: str | Path, backend: str = "processes", seed: int | None = None,
+                 trace_out: IO[str] | None = None, keep_trace: bool = False, realtime: float | None = None):
+        self.config_path = str(config)
+        self.spec, self.storage = load_storage_config(config, seed)
+        self.sites = self.storage.sites
+        self.pairs = {p["name"]: p for p in self.storage.pairs}
+        self.groups = self.storage.groups
+        self.links = {ln["name"]: ln for ln in self.storage.links}
+        self.rack = Rack(self.spec, backend, trace_out=trace_out, keep_trace=keep_trace, realtime=realtime,
+                         preload=["controllers.devices.dkc.actor", "controllers.devices.host.actor", "controllers.devices.disk.actor",
+                                  "controllers.devices.link", "controllers.devices.svp", "firmware.raid.parity"])
+        self.down_sites: set[str] = set()
+        self.suspension_images: dict[str, bytes] = {}   # pair -> remote image when it was suspended
+        self.events: list[dict] = []                    # console history for the report
+        self.phase_marks: list[tuple[str, int]] = [("main", 0)]
+        self.last_verify: dict | None = None
+        self._dead_host_logs: dict[str, list] = {}
+        self._dead_host_stats: dict[str, dict] = {}
+
+    def close(self) -> None:
+        self.rack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def now_ns(self) -> int:
+        return self.rack.now_ns
+
+    # -- helpers -----------------------------------------------------------------------
+    def _log(self, what: str, **fields) -> None:
+        self.events.append({"time_ns": self.now_ns, "event": what, **fields})
+
+    def resolve(self, target: str | None) -> list[dict]:
+        """Pairs named by a pair name, a group name, or '*'/None (all)."""
+        if target in (None, "*", "all"):
+            return [self.pairs[n] for n in sorted(self.pairs)]
+        if target in self.groups:
+            return [self.pairs[n] for n in self.groups[target]["pairs"]]
+        if target in self.pairs:
+            return [self.pairs[target]]
+        known = sorted(self.groups) + sorted(self.pairs)
+        raise CommandError(f"no group or pair named {target!r} (known: {', '.join(known)})")
+
+    def _master_of(self, target: str) -> str:
+        sites = sorted({p["m_site"] for p in self.resolve(target)})
+        if len(sites) != 1:
+            raise CommandError(f"{target!r} spans master sites {sites}; name a group or pair")
+        return sites[0]
+
+    def _site_up(self, site: str) -> None:
+        if site in self.down_sites or not self.rack.alive(f"{site}.dkc"):
+            raise CommandError(f"site {site}'s DKC is down")
+
+    def _fw(self, site: str, cmd: dict) -> dict:
+        self._site_up(site)
+        result = self.rack.control(f"{site}.dkc", {"cmd": "fw", "fw": cmd})
+        if not result.get("ok"):
+            raise CommandError(result.get("error", "command failed"))
+        return result
+
+    def _fw_query(self, site: str, cmd: dict) -> dict:
+        self._site_up(site)
+        result = self.rack.query(f"{site}.dkc", {"q": "fw", "cmd": cmd})
+        if not result.get("ok"):
+            raise CommandError(result.get("error", "query failed"))
+        return result
+
+    def settings(self, site: str | None = None) -> dict:
+        site = site or self._default_master()
+        return self.rack.query(f"{site}.svp", {})["settings"]
+
+    def _default_master(self) -> str:
+        masters = sorted({p["m_site"] for p in self.pairs.values()}) or sorted(self.sites)
+        for m in masters:
+            if m not in self.down_sites:
+                return m
+        return masters[0]
+
+    # -- pair commands --------------------------------------------------------------------
+    def paircreate(self, target: str, mode: str | None = None, fence: str | None = None) -> dict:
+        site = self._master_of(target)
+        grp = self.groups.get(target, {})
+        cmd = {"cmd": "paircreate", "target": target, "mode": mode or grp.get("mode", "sync"),
+               "fence": fence or grp.get("fence", "never")}
+        out = self._fw(site, cmd)
+        self._log("paircreate", target=target, mode=cmd["mode"])
+        return out
+
+    def pairdisplay(self, target: str | None = None) -> list[dict]:
+        """One row per pair, as its master DKC sees it (the remote's view if
+        the master site is down)."""
+        rows = []
+        for p in self.resolve(target):
+            site = p["m_site"] if p["m_site"] not in self.down_sites else p["r_site"]
+            try:
+                got = self._fw_query(site, {"cmd": "pairdisplay", "target": p["name"]})["pairs"]
+            except CommandError:
+                got = [{"name": p["name"], "group": p["group"], "state": "UNKNOWN",
+                        "m": f"{p['m_site']}:{p['m_ldev']}", "r": f"{p['r_site']}:{p['r_ldev']}"}]
+            rows.extend(got)
+        return rows
+
+    def pair_state(self, pair: str) -> str:
+        rows = [r for r in self.pairdisplay(pair) if r["name"] == pair]
+        if not rows:
+            raise CommandError(f"no pair named {pair!r}")
+        return rows[0]["state"]
+
+    def pairsplit(self, target: str, delete: bool = False) -> dict:
+        out = self._fw(self._master_of(target), {"cmd": "pairsplit", "target": target, "delete": delete})
+        self._log("pairsplit", target=target, delete=delete)
+        return out
+
+    def pairresync(self, target: str, max_time_ns: int | None = None, method: str | None = None,
+                   order: str | None = None, window: int | None = None, unit: str | None = None,
+                   format_shortcut: bool | None = None) -> dict:
+        """401: the recovery-copy instruction. Unset options come from the
+        master site's SVP (402: T and the user's conditions)."""
+        site = self._master_of(target)
+        s = self.settings(site)
+        opts = {"max_time_ns": max_time_ns or s["max_time"], "method": method or s["method"],
+                "order": order or s["order"], "window": int(window or s["window"]),
+                "unit": unit or s["unit"], "keep_raid5": s["keep_raid5"], "spares_usable": s["spares_usable"],
+                "format_shortcut": s["format_shortcut"] if format_shortcut is None else format_shortcut}
+        for key, value in (("method", opts["method"]), ("order", opts["order"]), ("unit", opts["unit"])):
+            convert_setting(key, value)
+        self._capture_suspension_images(target)
+        out = self._fw(site, {"cmd": "pairresync", "target": target, **opts})
+        self._log("pairresync", target=target, **opts)
+        return out
+
+    def horctakeover(self, target: str) -> dict:
+        sites = sorted({p["r_site"] for p in self.resolve(target)})
+        results = [self._fw(s, {"cmd": "horctakeover", "target": target}) for s in sites]
+        self._log("horctakeover", target=target)
+        return {"ok": True, "results": results}
+
+    def _capture_suspension_images(self, target: str) -> None:
+        """Keep each suspended pair's remote image as it is before the
+        recovery copy touches it: the image a rollback must restore."""
+        for p in self.resolve(target):
+            if p["r_site"] not in self.down_sites:
+                self.suspension_images[p["name"]] = self.export_bytes(p["r_site"], p["r_ldev"])
+
+    # -- settings ---------------------------------------------------------------------------
+    def set(self, key: str, value: str, site: str | None = None) -> dict:
+        if key not in SETTABLE:
+            raise CommandError(f"unknown setting {key!r} (known: {', '.join(sorted(SETTABLE))})")
+        try:
+            convert_setting(key, value)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        out = {}
+        for s in sorted(self.sites) if site is None else [site]:
+            if s in self.down_sites:
+                continue
+            out = self.rack.control(f"{s}.svp", {"cmd": "set", "key": key, "value": str(value)})
+            if key in FIRMWARE_SETTINGS and self.rack.alive(f"{s}.dkc"):
+                # conditions the DKC applies as it goes (1207 runs while suspended,
+                # long before a pairresync would carry the setting)
+                self._fw(s, {"cmd": "set", "key": key, "value": convert_setting(key, value)})
+        self._log("set", key=key, value=value)
+        return out
+
+    def show(self, what: str, arg: str | None = None) -> dict:
+        if what == "config":
+            return {"settings": self.settings(), "sites": {n: {k: v for k, v in s.items() if k != "ldevs"}
+                                                           for n, s in self.sites.items()},
+                    "pairs": self.storage.pairs, "links": self.storage.links}
+        if what == "time":
+            return {"now_ns": self.now_ns, "now": units.fmt_ns(self.now_ns)}
+        if what in ("recovery-plan", "save-area"):
+            out = {}
+            for site in sorted(self.sites):
+                if site not in self.down_sites:
+                    out[site] = self._fw_query(site, {"cmd": "show", "what": what})
+            return out
+        if what in ("bitmap", "queue"):
+            if arg is None or not str(arg).isdigit():
+                raise CommandError(f"show {what} needs an LDEV number")
+            return self._fw_query(self._default_master(), {"cmd": "show", "what": what, "ldev": int(arg)})
+        if what == "disks":
+            return self.device_stats()["disks"]
+        if what == "cache":
+            return {s: self.rack.query(f"{s}.dkc", {"q": "stats"}) for s in sorted(self.sites)
+                    if s not in self.down_sites}
+        raise CommandError(f"unknown show {what!r} (config, recovery-plan, save-area, bitmap LDEV, "
+                           "queue LDEV, disks, cache, time)")
+
+    # -- faults ---------------------------------------------------------------------------------
+    def fault_link(self, state: str, link: str | None = None) -> dict:
+        if state not in ("up", "down"):
+            raise CommandError(f"fault link expects up or down, got {state!r}")
+        names = [link] if link else sorted(self.links)
+        for n in names:
+            if n not in self.links:
+                raise CommandError(f"no link named {n!r} (known: {', '.join(sorted(self.links))})")
+        out = {}
+        for n in names:
+            out[n] = self.rack.control(n, {"cmd": state})
+            if not out[n].get("ok"):
+                raise CommandError(out[n].get("error", "link command failed"))
+        self._log(f"link.{state}", links=names)
+        return out
+
+    def fault_link_slow(self, factor: int, link: str | None = None) -> dict:
+        """A degraded path: transfers take ``factor`` times as long (1 = normal)."""
+        names = [link] if link else sorted(self.links)
+        for n in names:
+            if n not in self.links:
+                raise CommandError(f"no link named {n!r} (known: {', '.join(sorted(self.links))})")
+        if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 1000:
+            raise CommandError(f"slow factor must be an integer 1..1000, got {factor!r}")
+        for n in names:
+            self.rack.control(n, {"cmd": "slow", "factor": factor})
+        self._log("link.slow", links=names, factor=factor)
+        return {"ok": True}
+
+    def _actor(self, proc: str) -> str:
+        names = [a.name for a in self.spec.actors]
+        if proc not in names:
+            raise CommandError(f"no process named {proc!r} (e.g. {', '.join(names[:6])}, ...)")
+        return proc
+
+    def fault_kill(self, proc: str) -> dict:
+        proc = self._actor(proc)
+        if not self.rack.alive(proc):
+            raise CommandError(f"{proc} is already down")
+        self._save_host_log(proc)
+        self.rack.kill(proc)
+        self._log("kill", proc=proc)
+        return {"ok": True}
+
+    def fault_restart(self, proc: str) -> dict:
+        proc = self._actor(proc)
+        if self.rack.alive(proc):
+            raise CommandError(f"{proc} is running")
+        self.rack.restart(proc)
+        self.down_sites.discard(proc.split(".")[0])
+        self._log("restart", proc=proc)
+        return {"ok": True}
+
+    def fault_disk_fail(self, site: str, disk: int) -> dict:
+        if site not in self.sites:
+            raise CommandError(f"no site named {site!r}")
+        lay = self.sites[site]
+        if not 0 <= disk < lay["n_disks"]:
+            raise CommandError(f"no disk {disk} at {site} (0..{lay['n_disks'] - 1})")
+        self._site_up(site)
+        out = self.rack.control(f"{site}.dkc", {"cmd": "disk_fail", "disk": disk})
+        if not out.get("ok"):
+            raise CommandError(out.get("error", "disk fail refused"))
+        name = lay["disks"][disk]
+        if self.rack.alive(name):
+            self.rack.control(name, {"cmd": "fail"})
+        self._log("disk.fail", site=site, disk=disk)
+        return out
+
+    def fault_site_down(self, site: str) -> dict:
+        """The whole site is lost: every process of it dies at once."""
+        if site not in self.sites:
+            raise CommandError(f"no site named {site!r}")
+        if site in self.down_sites:
+            raise CommandError(f"site {site} is already down")
+        self._save_host_log(f"{site}.host")
+        for a in self.spec.actors:
+            if a.name.startswith(site + ".") and self.rack.alive(a.name):
+                self.rack.kill(a.name)
+        self.down_sites.add(site)
+        self._log("site.down", site=site)
+        return {"ok": True}
+
+    # -- load -------------------------------------------------------------------------------------
+    def workload_start(self, name: str, spec: str) -> dict:
+        tokens, site = [], None
+        for tok in spec.split():
+            if tok.startswith("site="):
+                site = tok[5:]
+            else:
+                tokens.append(tok)
+        site = site or self._default_master()
+        if site not in self.sites:
+            raise CommandError(f"no site named {site!r}")
+        self._site_up(site)
+        out = self.rack.control(f"{site}.host", {"cmd": "workload_start", "name": name, "spec": " ".join(tokens)})
+        if not out.get("ok"):
+            raise CommandError(out.get("error", "workload refused"))
+        self._log("workload.start", name=name, site=site, spec=spec)
+        return out
+
+    def workload_stop(self, name: str) -> dict:
+        errors = []
+        for site in sorted(self.sites):
+            if site in self.down_sites:
+                continue
+            out = self.rack.control(f"{site}.host", {"cmd": "workload_stop", "name": name})
+            if out.get("ok"):
+                self._log("workload.stop", name=name)
+                return out
+            errors.append(out.get("error"))
+        raise CommandError(f"no running workload named {name!r}")
+
+    def phase(self, name: str) -> None:
+        for site in sorted(self.sites):
+            if site not in self.down_sites:
+                self.rack.control(f"{site}.host", {"cmd": "phase", "name": name})
+        self.phase_marks.append((name, self.now_ns))
+
+    # -- time -----------------------------------------------------------------------------------------
+    def run(self, duration_ns: int) -> int:
+        self.rack.run_for(duration_ns)
+        self._notice_deaths()
+        return self.now_ns
+
+    def run_until(self, event: str, limit_ns: int = RUN_UNTIL_LIMIT_NS) -> int | None:
+        if event.upper() == "IDLE":
+            self.rack.run_until_idle(limit_ns)
+            return self.now_ns
+        known = set(SIGNAL_STEPS.values())
+        if event not in known:
+            raise CommandError(f"unknown event {event!r} (IDLE, {', '.join(sorted(known))})")
+        t = self.rack.run_until_event(event, limit_ns)
+        self._notice_deaths()
+        return t
+
+    def _notice_deaths(self) -> None:
+        for f in self.rack.faults:
+            if f["fault"] == "died" and not f.get("seen"):
+                f["seen"] = True
+                self._log("died", proc=f["actor"])
+
+    # -- data -------------------------------------------------------------------------------------------
+    def export_bytes(self, site: str, ldev: int) -> bytes:
+        self._site_up(site)
+        out = self.rack.query(f"{site}.dkc", {"q": "export", "ldev": int(ldev)})
+        if not out.get("ok"):
+            raise CommandError(out.get("error", "export failed"))
+        return bytes(out["data"])
+
+    def export(self, site: str, ldev: int, path: str) -> dict:
+        data = self.export_bytes(site, ldev)
+        Path(path).write_bytes(data)
+        return {"ok": True, "bytes": len(data), "path": path}
+
+    def _save_host_log(self, proc: str) -> None:
+        """The write log is the test bench's record of what the host did: keep
+        it when the host process is about to be killed."""
+        if proc.endswith(".host") and self.rack.alive(proc):
+            self._dead_host_logs[proc] = self.rack.query(proc, {"q": "writelog"})["rows"]
+            self._dead_host_stats[proc.split(".")[0]] = self.rack.query(proc, {"q": "stats"})
+
+    def writelog(self) -> WriteLog:
+        log = WriteLog()
+        for site in sorted(self.sites):
+            host = f"{site}.host"
+            if not self.rack.alive(host):
+                rows = self._dead_host_logs.get(host, [])
+            else:
+                rows = self.rack.query(host, {"q": "writelog"})["rows"]
+                self._dead_host_logs[host] = rows
+            for wid, s, ldev, lba, sectors, issue, done in rows:
+                log.add(WriteRecord(int(wid), s, int(ldev), int(lba), int(sectors), int(issue),
+                                    None if done is None else int(done)))
+        return log
+
+
+    def verify(self) -> dict:
+        """Dependent-write consistency of every remote image, per consistency
+        unit, against the master hosts' write logs (DESIGN section 5); plus,
+        per pair, whether the remote equals its suspension-time image or the
+        master's current image."""
+        log = self.writelog()
+        unit = self.settings()["unit"] if self._svp_up() else "ldev"
+        verdicts, pairs_out, ok = [], {}, True
+        remote_writers = {r.site for r in log if r.site not in {g["master"] for g in self.groups.values()}}
+        skipped = []
+        for gname, g in sorted(self.groups.items()):
+            members = [self.pairs[n] for n in g["pairs"]]
+            if g["remote"] in self.down_sites:
+                continue
+            if g["remote"] in remote_writers:
+                # after a takeover the remote host's writes start a new history:
+                # the master's log no longer describes this image
+                skipped.append({"group": gname, "reason": f"written by {g['remote']}'s host after takeover"})
+                continue
+            try:
+                images = {p["m_ldev"]: self.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+            except CommandError as exc:   # the rack reports lost data (a double fault): say so
+                verdicts.append({"group": gname, "consistent": False, "data_loss": str(exc), "reasons": [str(exc)]})
+                ok = False
+                continue
+            units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
+            v = check(images, log.filter(sites=[g["master"]]), units_)
+            verdicts.append({"group": gname, **v.to_dict()})
+            ok = ok and bool(v.consistent)
+            for p in members:
+                pairs_out[p["name"]] = self._pair_verdict(p, images[p["m_ldev"]])
+        self.last_verify = {"consistent": ok, "unit": unit, "groups": verdicts, "pairs": pairs_out,
+                            "writes": len(log), "skipped": skipped}
+        self._log("verify", consistent=ok)
+        return self.last_verify
+
+    def _svp_up(self) -> bool:
+        return self.rack.alive(f"{self._default_master()}.svp")
+
+    def _pair_verdict(self, p: dict, image: bytes) -> dict:
+        out = {}
+        if p["name"] in self.suspension_images:
+            out["equals_suspension_image"] = bool(equals(image, self.suspension_images[p["name"]]).consistent)
+        if p["m_site"] not in self.down_sites:
+            out["equals_master"] = bool(equals(image, self.export_bytes(p["m_site"], p["m_ldev"])).consistent)
+        return out
+
+    # -- report ------------------------------------------------------------------------------------------
+    def device_stats(self) -> dict:
+        disks, links, dkcs = {}, {}, {}
+        t = max(1, self.now_ns)
+        for a in self.spec.actors:
+            if not self.rack.alive(a.name):
+                continue
+            if a.cls.endswith(":SmallDisk"):
+                q = self.rack.query(a.name, {})
+                disks[a.name] = {"ios": q["ios"], "busy_pct": round(100.0 * q["busy_ns"] / t, 2),
+                                 "backlog_ms": round(q["backlog_ns"] / 1e6, 3),
+                                 "queue_max": q["queue_max"], "failed": q["failed"], "role": q["role"]}
+            elif a.cls.endswith(":Link"):
+                q = self.rack.query(a.name, {})
+                links[a.name] = {"up": q["up"], "commands": q["commands"],
+                                 "bytes": q["bytes_sent"],
+                                 "util_pct": {s: round(100.0 * b / t, 2) for s, b in sorted(q["busy_ns"].items())}}
+            elif a.cls.endswith(":Dkc"):
+                q = self.rack.query(a.name, {"q": "stats"})
+                st = q["stats"]
+                dkcs[a.name] = {**st, "cache_hit_pct": round(100.0 * st["read_hits"] / max(1, st["reads"]), 2),
+                                "raid": q["raid"], "double_faults": q["double_faults"]}
+        return {"disks": disks, "links": links, "dkcs": dkcs}
+
+    def host_stats(self) -> dict:
+        """Per site: latencies per phase etc.; a host killed with its site
+        keeps the figures it had when it died."""
+        out = {}
+        for site in sorted(self.sites):
+            if self.rack.alive(f"{site}.host"):
+                out[site] = self.rack.query(f"{site}.host", {"q": "stats"})
+            elif site in self._dead_host_stats:
+                out[site] = self._dead_host_stats[site]
+        return out
+
+
+def latency_summary(lat_ns: list[int]) -> dict:
+    if not lat_ns:
+        return {"mean": 0.0, "p50": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0}
+    a = np.asarray(lat_ns, dtype=np.float64) / 1000.0
+    return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "p999": round(float(np.percentile(a, 99.9)), 3),
+            "max": round(float(a.max()), 3)}

@@ -1,0 +1,511 @@
+"""The ``processes`` backend: one OS process per actor, ZeroMQ between them.
+
+Supervisor: creates a private 0700 run directory, starts one process per
+actor by forking after the actor modules are imported (a child costs a few
+ms; each child makes its own ZeroMQ context and never uses the parent's), watches them,
+kills and restarts them, and removes every process, socket file and segment
+at ``close`` (and, through PDEATHSIG and the resource tracker, when the
+supervisor itself dies).
+
+Coordinator (conservative synchronisation, star topology): it knows every
+actor's next event time and the least link latency dist(S, A) between every
+two actors. Each round it grants actor A the horizon
+``H(A) = min_S next(S) + dist(S, A)`` together with A's inbound messages, to
+every actor with work below its horizon; each granted actor handles all its
+events below H(A) in (time, source, sequence) order and answers once with
+its next event time, outbound messages, trace records and signals. Two
+frames per active actor per round, however many events it handled.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+import zmq
+
+from emu import wire
+from emu.actor import NEVER_NS, ActorHost
+from emu.backends.inline import INCARNATION_SEQ
+from emu.shm import SharedRegion
+from emu.spec import RackSpec, load_class
+from emu.wire import Cmd
+
+REPLY_TIMEOUT_S = 120.0       # a round taking this long means a stuck actor
+LIVENESS_POLL_MS = 100        # how often a waiting coordinator checks for dead children
+BASE_PRELOAD = ["emu.backends.processes", "numpy", "zmq", "msgpack"]
+_mp_ctx = None
+
+
+class RackError(RuntimeError):
+    """An actor failed (exception in a handler, or the protocol broke)."""
+
+
+def run_root() -> str:
+    """Per-user directory that holds each rack's private run directory.
+    Run directories of supervisors that no longer exist (a crashed run) are
+    swept away here, so a crash never leaves socket files behind for long."""
+    root = os.path.join(tempfile.gettempdir(), f"emu-{os.getuid()}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    for name in os.listdir(root):
+        pid = name.split("_", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return root
+
+
+def _context(preload: list[str]):
+    """Fork, with the actor modules imported first so a child costs a few ms.
+
+    A forkserver would re-import the caller's ``__main__`` in every child
+    (slow, and wrong for scripts without a main guard); forking this process
+    is safe because a child never touches the parent's ZeroMQ context: it
+    makes its own (``worker_main``), and pyzmq ignores inherited sockets.
+    """
+    global _mp_ctx
+    for module in sorted(set(BASE_PRELOAD + preload)):
+        importlib.import_module(module)
+    if _mp_ctx is None:
+        _mp_ctx = mp.get_context("fork")
+    return _mp_ctx
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel kills us if our parent dies (no orphans)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
+def _enc(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send {type(obj).__name__} over the fabric")
+
+
+def _pack(cmd: Cmd, body) -> bytes:
+    import msgpack
+    payload = msgpack.packb(body, use_bin_type=True, default=_enc)
+    return wire.HEADER.pack(wire.MAGIC, int(cmd), 0, 0, len(payload)) + payload
+
+
+# ---------------------------------------------------------------------------
+# actor process
+# ---------------------------------------------------------------------------
+def worker_main(job: dict) -> None:
+    """Entry point of one actor process."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.setsockopt(zmq.IDENTITY, job["name"].encode())
+    sock.connect(job["endpoint"])
+    regions = {name: SharedRegion.attach(seg, name, size) for seg, name, size in job["regions"]}
+    actor = load_class(job["cls"])(job["name"], job["params"])
+    host = ActorHost(actor, job["index"], job["index_of"], job["latency"], job["seed"],
+                     regions, job["record_trace"])
+    host.seq = job["incarnation"] * INCARNATION_SEQ
+    host.now_ns = job["now_ns"]
+    drops = wire.DropCounter(job["name"], log=lambda m: print(m, file=sys.stderr))
+    sock.send(_pack(Cmd.HELLO, [job["name"], os.getpid()]))
+    try:
+        _worker_loop(sock, host, drops)
+    except Exception:
+        sock.send(_pack(Cmd.ERROR, [f"{job['name']}: {traceback.format_exc()}"]))
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
+    while True:
+        frame = sock.recv()
+        try:
+            cmd, _seq, body = wire.decode(frame)
+            if not _well_formed(cmd, body):
+                raise wire.WireError(f"unexpected {cmd!r} for an actor, or malformed body")
+        except wire.WireError as exc:
+            drops.drop(str(exc))
+            continue
+        if cmd == Cmd.STOP:
+            return
+        if cmd == Cmd.QUERY:
+            answer = host.actor.on_query(body[0])
+            answer = dict(answer) if isinstance(answer, dict) else {"answer": answer}
+            answer.setdefault("_dropped_frames", drops.dropped)
+            sock.send(_pack(Cmd.REPLY, [answer]))
+            continue
+        if cmd == Cmd.GRANT:
+            horizon_ns, events = body
+            for ev in events:
+                host.push(tuple(ev))
+            next_ns = host.run_until(horizon_ns)
+            host.checkpoint()
+            sock.send(_pack(Cmd.DONE, [next_ns, host.take_outbox(), host.take_records(),
+                                       _take_signals(host), host.events_handled]))
+            continue
+        now_ns, command = body  # CONTROL
+        if command.get("cmd") == "__start__":
+            host.start(restart=bool(command.get("restart")))
+            result = {"ok": True}
+        else:
+            result = host.control(now_ns, command)
+        sock.send(_pack(Cmd.REPLY, [result, host.next_ns(), host.take_outbox(), host.take_records(),
+                                    _take_signals(host)]))
+
+
+def _well_formed(cmd, body) -> bool:
+    """Shape check of a decoded frame to an actor: a bad peer frame is
+    dropped and counted, never allowed to raise inside the actor loop."""
+    if not isinstance(body, list):
+        return False
+    if cmd == Cmd.STOP:
+        return True
+    if cmd == Cmd.QUERY:
+        return len(body) == 1 and isinstance(body[0], dict)
+    if cmd == Cmd.CONTROL:
+        return len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], dict)
+    if cmd == Cmd.GRANT:
+        return (len(body) == 2 and isinstance(body[0], int) and isinstance(body[1], list)
+                and all(isinstance(ev, list) and len(ev) == 5 and isinstance(ev[0], int)
+                        and isinstance(ev[1], int) and isinstance(ev[2], int) and isinstance(ev[3], str)
+                        for ev in body[1]))
+    return False
+
+
+def _take_signals(host: ActorHost) -> list:
+    out = [[t, host.actor.name, n] for t, n in host.signals]
+    host.signals.clear()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# supervisor + coordinator
+# ---------------------------------------------------------------------------
+class ProcessesBackend:
+    name = "processes"
+
+    def __init__(self, spec: RackSpec, typed: dict[str, dict], regions: dict, sink,
+                 record_trace=True, rack_id: str = "rack", preload: list[str] | None = None):
+        self.spec, self.typed, self.regions, self.sink = spec, typed, regions, sink
+        self.record_trace = record_trace
+        self.index_of = spec.index_of()
+        self.names = [a.name for a in spec.actors]
+        self.latency = spec.latency_map()
+        self.dist = spec.distances()
+        n = len(self.names)
+        self.host_next = np.full(n, NEVER_NS, dtype=np.int64)
+        self.pending: list[list] = [[] for _ in range(n)]
+        self.pending_min = np.full(n, NEVER_NS, dtype=np.int64)
+        self.procs: list = [None] * n
+        self.alive_mask = np.zeros(n, dtype=bool)
+        self.incarnation = [0] * n
+        self.events_by_actor = [0] * n
+        self.rounds = 0
+        self.dropped_to_dead = 0
+        self.signals: list[tuple[int, str, str]] = []
+        self.deaths: list[str] = []
+        self.rundir = tempfile.mkdtemp(prefix=f"{rack_id}-", dir=run_root())
+        os.chmod(self.rundir, 0o700)
+        try:
+            self._open(spec, preload)
+        except BaseException:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            raise
+
+    def _open(self, spec: RackSpec, preload: list[str] | None) -> None:
+        self.endpoint = f"ipc://{self.rundir}/fabric.sock"
+        mods = sorted({a.cls.partition(':')[0] for a in spec.actors})
+        self.mp = _context((preload or []) + mods)
+        self.zctx = zmq.Context()
+        self.sock = self.zctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a blocking recv that gives up after the liveness interval: cheaper
+        # per round than a Poller.poll followed by a recv
+        self.sock.setsockopt(zmq.RCVTIMEO, LIVENESS_POLL_MS)
+        self.idents = [n.encode() for n in self.names]
+        self.sock.bind(self.endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.drops = wire.DropCounter("coordinator", log=lambda m: print(m, file=sys.stderr))
+
+    @property
+    def events_handled(self) -> int:
+        return sum(self.events_by_actor)
+
+    # -- process management -------------------------------------------------------
+    def _job(self, i: int, now_ns: int) -> dict:
+        a = self.spec.actors[i]
+        return {"name": a.name, "cls": a.cls, "params": self.typed[a.name], "index": i,
+                "index_of": self.index_of, "latency": self.latency[a.name],
+                "seed": self.spec.seed + self.incarnation[i] * 7919,
+                "incarnation": self.incarnation[i], "now_ns": now_ns,
+                "endpoint": self.endpoint, "record_trace": self.record_trace,
+                "regions": [self.regions[r].spec() for r in a.regions]}
+
+    def _spawn(self, indices: list[int], now_ns: int, restart: bool) -> None:
+        for i in indices:
+            p = self.mp.Process(target=worker_main, args=(self._job(i, now_ns),),
+                                name=f"emu:{self.names[i]}", daemon=True)
+            p.start()
+            self.procs[i] = p
+        waiting = set(indices)
+        while waiting:
+            ident, cmd, body = self._recv(waiting)
+            if cmd == Cmd.HELLO:
+                waiting.discard(self.index_of[ident])
+        for i in indices:
+            self.alive_mask[i] = True
+            self._send(i, Cmd.CONTROL, [now_ns, {"cmd": "__start__", "restart": restart}])
+        waiting = set(indices)
+        while waiting:
+            ident, cmd, body = self._recv(waiting)
+            i = self.index_of[ident]
+            if cmd != Cmd.REPLY or i not in waiting:
+                self.drops.drop(f"unexpected {cmd!r} from {ident}")
+                continue
+            waiting.discard(i)
+            self._absorb_reply(i, body)
+
+    def start(self) -> None:
+        self._spawn(list(range(len(self.names))), 0, restart=False)
+
+    def kill(self, actor: str, now_ns: int) -> None:
+        i = self.index_of[actor]
+        if not self.alive_mask[i]:
+            raise LookupError(f"actor {actor!r} is already down")
+        os.kill(self.procs[i].pid, signal.SIGKILL)
+        self.procs[i].join()
+        self._mark_dead(i)
+
+    def _mark_dead(self, i: int) -> None:
+        self.alive_mask[i] = False
+        self.host_next[i] = NEVER_NS
+        self.dropped_to_dead += len(self.pending[i])
+        self.pending[i] = []
+        self.pending_min[i] = NEVER_NS
+
+    def _lost(self, i: int) -> None:
+        """Actor ``i`` disconnected without being told to: reap it, mark it dead."""
+        p = self.procs[i]
+        p.join(REPLY_TIMEOUT_S)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+        self._mark_dead(i)
+        self.deaths.append(self.names[i])
+
+    def restart(self, actor: str, now_ns: int) -> None:
+        i = self.index_of[actor]
+        if self.alive_mask[i]:
+            raise LookupError(f"actor {actor!r} is running")
+        self.incarnation[i] += 1
+        self._spawn([i], now_ns, restart=True)
+
+    def alive(self, actor: str) -> bool:
+        return bool(self.alive_mask[self.index_of[actor]])
+
+    def poll_deaths(self) -> list[str]:
+        """Actors whose process died by itself (e.g. kill -9 from outside)."""
+        dead = []
+        for i, p in enumerate(self.procs):
+            if self.alive_mask[i] and p is not None and p.exitcode is not None:
+                self._mark_dead(i)
+                dead.append(self.names[i])
+        return dead
+
+    def close(self) -> None:
+        for i, p in enumerate(self.procs):
+            if p is not None and p.exitcode is None and self.alive_mask[i]:
+                try:
+                    self._send(i, Cmd.STOP, [])
+                except zmq.ZMQError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        for p in self.procs:
+            if p is not None:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.exitcode is None:
+                    p.kill()
+                    p.join()
+        self.sock.close(0)
+        self.zctx.term()
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+    # -- messaging ------------------------------------------------------------------
+    def _send(self, i: int, cmd: Cmd, body) -> None:
+        self.sock.send_multipart([self.idents[i], _pack(cmd, body)])
+
+    def _recv(self, expect: set[int]):
+        """Next well-formed frame from one of ``expect``; dead children raise."""
+        waited_s = 0.0
+        while True:
+            try:
+                frames = self.sock.recv_multipart()
+            except zmq.Again:
+                waited_s += LIVENESS_POLL_MS / 1000
+                for i in sorted(expect):
+                    p = self.procs[i]
+                    if p is not None and p.exitcode is not None:
+                        self._mark_dead(i)
+                        self.deaths.append(self.names[i])
+                        raise _ActorDied(i)
+                if waited_s > REPLY_TIMEOUT_S:
+                    raise RackError(f"no answer from {[self.names[i] for i in sorted(expect)]} in {REPLY_TIMEOUT_S}s")
+                continue
+            if len(frames) != 2 or frames[0].decode(errors="replace") not in self.index_of:
+                self.drops.drop("bad envelope")
+                continue
+            try:
+                cmd, _seq, body = wire.decode(frames[1])
+            except wire.WireError as exc:
+                self.drops.drop(str(exc))
+                continue
+            if cmd == Cmd.ERROR:
+                raise RackError(str(body[0]) if body else "actor error")
+            return frames[0].decode(), cmd, body
+
+    def _await_reply(self, i: int):
+        while True:
+            ident, cmd, body = self._recv({i})
+            if self.index_of[ident] == i and cmd == Cmd.REPLY:
+                return body
+            self.drops.drop(f"unexpected {cmd!r} from {ident}")
+
+    def _absorb_reply(self, i: int, body):
+        result, next_ns, outbox, records, signals = body
+        self._absorb(i, next_ns, outbox, records, signals)
+        return result
+
+    def _absorb(self, i: int, next_ns: int, outbox, records, signals) -> None:
+        """An actor's answer: its next event time, messages to route, trace
+        records and signals."""
+        self.host_next[i] = next_ns
+        self._route(outbox)
+        if records:
+            self.sink.add(records)
+        for t, who, name in signals:
+            self.signals.append((t, who, name))
+
+    def _route(self, outbox) -> None:
+        pending, pmin, alive = self.pending, self.pending_min, self.alive_mask
+        for t, src, seq, dst, kind, body in outbox:
+            if not alive[dst]:
+                self.dropped_to_dead += 1
+                continue
+            pending[dst].append([t, src, seq, kind, body])
+            if t < pmin[dst]:
+                pmin[dst] = t
+
+    # -- running ----------------------------------------------------------------------
+    def next_vector(self) -> np.ndarray:
+        nxt = np.minimum(self.host_next, self.pending_min)
+        nxt[~self.alive_mask] = NEVER_NS
+        return nxt
+
+    def next_ns(self) -> int:
+        return int(self.next_vector().min())
+
+    def run(self, until_ns: int, exact_signal: bool = False) -> int:
+        if exact_signal:
+            raise ValueError("exact stop on a signal needs the inline backend")
+        while True:
+            nxt = self.next_vector()
+            safe_ns = int(nxt.min())
+            if safe_ns >= until_ns:
+                break
+            # no actor can still record below its next event time
+            self.sink.flush(safe_ns)
+            horizon = np.minimum((nxt[:, None] + self.dist).min(axis=0), until_ns)
+            active = np.nonzero((nxt < horizon) & self.alive_mask)[0]
+            self._round(active, horizon)
+        self.sink.flush(until_ns)
+        return until_ns
+
+    def _round(self, active, horizon) -> None:
+        self.rounds += 1
+        waiting = set()
+        for i in active:
+            i = int(i)
+            try:
+                self._send(i, Cmd.GRANT, [int(horizon[i]), self.pending[i]])
+            except zmq.ZMQError as exc:
+                # ROUTER_MANDATORY: the peer is gone (killed from outside since
+                # the last round); report it as died instead of crashing the rack
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._lost(i)
+                continue
+            self.pending[i] = []
+            self.pending_min[i] = NEVER_NS
+            waiting.add(i)
+        while waiting:
+            try:
+                ident, cmd, body = self._recv(waiting)
+            except _ActorDied as died:
+                waiting.discard(died.index)
+                continue
+            i = self.index_of[ident]
+            if cmd != Cmd.DONE or i not in waiting:
+                self.drops.drop(f"unexpected {cmd!r} from {ident}")
+                continue
+            waiting.discard(i)
+            next_ns, outbox, records, signals, handled = body
+            self.events_by_actor[i] = handled
+            self._absorb(i, next_ns, outbox, records, signals)
+
+    # -- console -----------------------------------------------------------------------
+    def control(self, actor: str, now_ns: int, command: dict) -> dict:
+        i = self._index_alive(actor)
+        self._send(i, Cmd.CONTROL, [now_ns, command])
+        return self._absorb_reply(i, self._await_reply(i))
+
+    def query(self, actor: str, query: dict) -> dict:
+        i = self._index_alive(actor)
+        self._send(i, Cmd.QUERY, [query])
+        answer = self._await_reply(i)[0]
+        answer.pop("_dropped_frames", None)
+        return answer
+
+    def raw_query(self, actor: str, query: dict) -> dict:
+        """Like ``query`` but keeps the actor's count of dropped frames."""
+        i = self._index_alive(actor)
+        self._send(i, Cmd.QUERY, [query])
+        return self._await_reply(i)[0]
+
+    def send_raw(self, actor: str, frame: bytes) -> None:
+        """Test hook: put arbitrary bytes on the wire to an actor."""
+        self.sock.send_multipart([actor.encode(), frame])
+
+    def _index_alive(self, actor: str) -> int:
+        i = self.index_of.get(actor)
+        if i is None:
+            raise KeyError(f"no actor named {actor!r}")
+        if not self.alive_mask[i]:
+            raise LookupError(f"actor {actor!r} is down")
+        return i
+
+    def pid(self, actor: str) -> int:
+        return self.procs[self.index_of[actor]].pid
+
+
+class _ActorDied(Exception):
+    def __init__(self, index: int):
+        self.index = index

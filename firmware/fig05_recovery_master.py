@@ -1,0 +1,366 @@
+"""Recovery copy, master side (Fig. 5, steps 401-413), and the initial copy
+of pair forming (Fig. 4, 353) which runs on the same engine without
+protection at the remote.
+
+Beyond the patent: (a) a window of W outstanding tracks (W=1 is the
+patent's stop-and-wait 408/409); (b) admission of waiting pairs by their real
+differential-track counts against the remote's save capacity, on top of n;
+(c) every track sent during the copy is remembered per pair (`pair.sent`), so
+that when the remote rolls back (or may have) the bits are set again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware import fig04_pairs as P
+
+INIT, RECOVERY = "init", "recovery"
+ORDERS = ("bitmap", "time")
+
+
+def compute_n(ldev_count: int, disk_count: int, parity_disks: int, spare_disks: int,
+              keep_raid5: bool = False, spares_usable: bool = True,
+              cache_ldev_equivalents: float = 0.0) -> int:
+    """404: "compute the save-area capacity and n, the most pairs
+    recovery-copied at once".  Patent example (0047): 64 LDEVs on 24 small
+    disks, 4 parity-disk equivalents, 2 spares, cache not counted:
+    n = floor(64/24 x (4+2)) = 16."""
+    if disk_count <= 0 or ldev_count < 0:
+        raise ValueError(f"bad counts: {ldev_count} ldevs on {disk_count} disks")
+    save_disks = (0 if keep_raid5 else parity_disks) + (spare_disks if spares_usable else 0)
+    return (ldev_count * save_disks) // disk_count + int(cache_ldev_equivalents)
+
+
+@dataclass
+class MasterSession:
+    sid: int
+    kind: str
+    remote_site: str
+    pair_names: list[str]
+    window: int
+    order: str = "bitmap"
+    method: str = "save-old"
+    unit: str = "ldev"
+    max_time_ns: int = 0
+    options: dict = field(default_factory=dict)
+    phase: str = "config"  # config -> starting -> copying -> completing
+    deadline_at_ns: int | None = None
+    n_max: int = 1 << 30
+    capacity_tracks: int = 1 << 62
+    waiting: list[str] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
+    reached: list[str] = field(default_factory=list)
+    cursor: dict[str, int] = field(default_factory=dict)
+    searched: dict[str, bool] = field(default_factory=dict)
+    outstanding: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    time_units: dict[str, str] = field(default_factory=dict)  # pair -> queue unit (time order)
+    rr: int = 0
+    plan: dict = field(default_factory=dict)
+
+    @property
+    def timer_name(self) -> str:
+        return f"rc_deadline:{self.sid}"
+
+
+# ---------------------------------------------------------------- 401-406
+
+def s401_receive_instruction(fw, sid: int, pairs: list, opts: dict) -> MasterSession:
+    """401: "recovery-copy instruction event (host CPU or SVP)"."""
+    session = MasterSession(sid=sid, kind=RECOVERY, remote_site=pairs[0].r_site,
+                            pair_names=[p.name for p in pairs], window=int(opts["window"]),
+                            order=opts["order"], method=opts["method"], unit=opts["unit"],
+                            options=dict(opts))
+    session.max_time_ns = s402_get_max_time(fw, session, opts)
+    for pair in pairs:
+        pair.state, pair.sid = P.COPY, sid
+        pair.sent = np.zeros(pair.bitmap.tracks, dtype=bool)
+    session.waiting = list(session.pair_names)
+    fw.trace(401, "rc_instruction", sid=sid, pairs=session.pair_names, remote=session.remote_site)
+    return session
+
+
+def s402_get_max_time(fw, session: MasterSession, opts: dict) -> int:
+    """402: "get the allowed maximum time T from the SVP"."""
+    max_time_ns = int(opts["max_time_ns"])
+    fw.trace(402, "rc_max_time", sid=session.sid, max_time_ns=max_time_ns)
+    return max_time_ns
+
+
+def s403_request_config(fw, session: MasterSession) -> None:
+    """403: "get the remote's configuration: cache capacity, parity tracks, spare disks"."""
+    fw.send(session.remote_site, {"kind": "rc_config_req", "sid": session.sid})
+    fw.trace(403, "rc_config_requested", sid=session.sid)
+
+
+def s404_compute_n(fw, session: MasterSession, config: dict) -> None:
+    """404: "from the user's conditions (keep RAID5 level or not, spare disks
+    usable or not, maximum cache occupancy for saved data) compute the
+    save-area capacity and n"."""
+    opts = session.options
+    keep_raid5, spares_usable = bool(opts["keep_raid5"]), bool(opts["spares_usable"])
+    rows_tracks = sum(t for kind, t in config["rows"]
+                      if (kind == "parity" and not keep_raid5) or (kind == "spare" and spares_usable))
+    cache_tracks = int(opts["cache_save_threshold_tracks"])
+    counts = config.get("counts") or {}
+    if counts.get("disk_count"):
+        n = compute_n(counts["ldev_count"], counts["disk_count"], counts["parity_disks"],
+                      counts["spare_disks"], keep_raid5, spares_usable)
+    else:
+        n = len(session.pair_names)
+    if session.method == "none":
+        rows_tracks, cache_tracks = 1 << 40, 0
+    session.n_max = max(1, int(opts.get("max_pairs") or n))
+    session.capacity_tracks = rows_tracks + cache_tracks
+    session.plan = {"n": n, "n_used": session.n_max, "capacity_tracks": session.capacity_tracks,
+                    "cache_tracks": cache_tracks, "row_tracks": rows_tracks}
+    fw.trace(404, "rc_n_computed", sid=session.sid, **session.plan)
+
+
+def s405_send_start(fw, session: MasterSession) -> None:
+    """405: "tell the remote to start; send T and the other parameters"."""
+    opts = session.options
+    fw.send(session.remote_site, {
+        "kind": "rc_start", "sid": session.sid, "max_time_ns": session.max_time_ns,
+        "method": session.method, "unit": session.unit, "pairs": list(session.pair_names),
+        "keep_raid5": bool(opts["keep_raid5"]), "spares_usable": bool(opts["spares_usable"]),
+        "cache_save_threshold_tracks": int(opts["cache_save_threshold_tracks"])})
+    session.phase = "starting"
+    fw.trace(405, "rc_start_sent", sid=session.sid)
+
+
+def s406_ready_received(fw, now_ns: int, session: MasterSession, msg: dict) -> None:
+    """406: "wait for the remote's answer"."""
+    fw.trace(406, "rc_ready_received", sid=session.sid, ok=msg["ok"])
+    if not msg["ok"]:
+        abort(fw, session, list(session.pair_names), reason=msg.get("error") or "refused")
+        return
+    session.phase = "copying"
+    session.deadline_at_ns = now_ns + session.max_time_ns + int(
+        session.options.get("deadline_slack_ns", session.max_time_ns))
+    fw.set_timer(session.timer_name, session.deadline_at_ns)
+    s412_admit_next(fw, session)
+    pump(fw, session)
+
+
+# ---------------------------------------------------------------- admission (412)
+
+def pair_need_tracks(pair) -> int:
+    """Distinct tracks the remote may have to save for this pair."""
+    return int(np.count_nonzero(pair.bitmap.bits | pair.sent))
+
+
+def frees_on_reached(session: MasterSession) -> bool:
+    """Unit ldev: the remote frees a reached pair's saved (save-old) or
+    staged-and-applied (stage-new) tracks."""
+    return session.method in ("save-old", "stage-new") and session.unit == "ldev"
+
+
+def s412_admit_next(fw, session: MasterSession) -> None:
+    """412: "admit the next waiting pair (at most n at once)" — and, beyond
+    the patent, only while the save area can hold its differential tracks."""
+    while session.waiting and len(session.active) < session.n_max:
+        name = session.waiting[0]
+        group = [name]
+        if session.order == "time" and fw.tsq_usable_for(fw.pairs.get(name), session.pair_names):
+            unit = fw.tsq_unit_of(fw.pairs.get(name))
+            group = [n for n in session.waiting if fw.tsq_unit_of(fw.pairs.get(n)) == unit]
+        holders = session.active + ([] if frees_on_reached(session) else session.reached)
+        in_use = sum(pair_need_tracks(fw.pairs.get(n)) for n in holders)
+        need = sum(pair_need_tracks(fw.pairs.get(n)) for n in group)
+        if session.kind == RECOVERY and in_use + need > session.capacity_tracks:
+            if not session.active:
+                fw.trace(None, "save_area_too_small", sid=session.sid, pair=name, need=need,
+                         capacity=session.capacity_tracks)
+                abort(fw, session, list(session.pair_names), reason="save area too small")
+            return
+        for n in group:
+            session.waiting.remove(n)
+            session.active.append(n)
+            session.cursor[n], session.searched[n], session.outstanding[n] = 0, False, 0
+            if session.order == "time" and fw.tsq_usable_for(fw.pairs.get(n), session.pair_names):
+                session.time_units[n] = fw.tsq_unit_of(fw.pairs.get(n))
+        fw.trace(412, "pair_admitted", sid=session.sid, pairs=group, active=len(session.active))
+
+
+# ---------------------------------------------------------------- 407-411 loop
+
+def pump(fw, session: MasterSession) -> None:
+    """Keep up to `window` tracks outstanding; detect reached pairs and completion."""
+    progress = True
+    while progress and session.phase == "copying":
+        progress = False
+        for name in list(session.active):
+            if done_sending(fw, session, name) and session.outstanding[name] == 0:
+                s411_reached(fw, session, name)
+                s412_admit_next(fw, session)
+                progress = True
+        while session.in_flight < session.window and session.active:
+            if not send_one(fw, session):
+                break
+            progress = True
+    if session.phase == "copying" and not session.active and not session.waiting:
+        s413_complete(fw, session)
+
+
+def done_sending(fw, session: MasterSession, name: str) -> bool:
+    pair = fw.pairs.get(name)
+    if name in session.time_units:
+        queue = fw.tsq[session.time_units[name]]
+        if queue.usable():
+            return len(queue) == 0
+        del session.time_units[name]  # overflowed mid-copy: fall back to bitmap order
+        session.cursor[name], session.searched[name] = 0, False
+        fw.trace(None, "time_order_fallback", sid=session.sid, pair=name)
+    return pair.bitmap.next_set(0) is None
+
+
+def send_one(fw, session: MasterSession) -> bool:
+    """Round-robin over active pairs: send the next marked track of one of them."""
+    count = len(session.active)
+    for i in range(count):
+        name = session.active[(session.rr + i) % count]
+        if name in session.time_units:
+            sent = send_from_queue(fw, session, name)
+        else:
+            sent = send_from_bitmap(fw, session, name)
+        if sent:
+            session.rr = (session.rr + i + 1) % max(1, count)
+            return True
+    return False
+
+
+def send_from_bitmap(fw, session: MasterSession, name: str) -> bool:
+    pair = fw.pairs.get(name)
+    if not session.searched[name]:
+        track = s407_search(fw, session, pair)
+        session.searched[name] = True
+    else:
+        track = s410_search_next(fw, session, pair)
+    if track is None:
+        return False
+    data = fw.read_home(pair.m_ldev, track)
+    s408_issue_write(fw, session, pair, track, 0, data)
+    return True
+
+
+def send_from_queue(fw, session: MasterSession, name: str) -> bool:
+    """Time-series order (claim 3): send the oldest valid node of the unit."""
+    queue = fw.tsq[session.time_units[name]]
+    while len(queue):
+        node = queue.pop_head()
+        if not node.valid:
+            continue
+        pair = next(p for p in fw.pairs.by_master_ldev(fw.site, node.ldev) if p.name in session.active)
+        fw.trace(407 if not session.searched[pair.name] else 410, "tsq_head", sid=session.sid,
+                 pair=pair.name, track=node.track, node=node.node_id)
+        session.searched[pair.name] = True
+        offset = node.phys_lba - node.track * fw.sectors_per_track
+        s408_issue_write(fw, session, pair, node.track, offset, queue.take_data(node))
+        return True
+    return False
+
+
+def s407_search(fw, session: MasterSession, pair) -> int | None:
+    """407: "search the differential bitmap for a marked track"."""
+    track = pair.bitmap.next_set(0)
+    fw.trace(407, "bitmap_search", sid=session.sid, pair=pair.name, track=track)
+    return track
+
+
+def s410_search_next(fw, session: MasterSession, pair) -> int | None:
+    """410: "search the next marked track (loop 407-410)"."""
+    track = pair.bitmap.next_set(session.cursor[pair.name])
+    if track is None:
+        track = pair.bitmap.next_set(0)  # bits set again behind the cursor
+    fw.trace(410, "bitmap_search_next", sid=session.sid, pair=pair.name, track=track)
+    return track
+
+
+def s408_issue_write(fw, session: MasterSession, pair, track: int, offset_sectors: int,
+                     data: bytes) -> None:
+    """408: "build and issue a write command carrying that track"."""
+    if pair.name not in session.time_units:
+        pair.bitmap.clear(track)  # time order: bits stay until the unit reached
+    pair.sent[track] = True
+    session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
+    session.outstanding[pair.name] += 1
+    session.in_flight += 1
+    fw.send(session.remote_site, {"kind": "copy_track", "sid": session.sid, "pair": pair.name,
+                                  "track": track, "offset": offset_sectors, "data": data})
+    fw.trace(408 if session.kind == RECOVERY else 353, "track_sent", sid=session.sid,
+             pair=pair.name, track=track, in_flight=session.in_flight)
+
+
+def s409_write_end(fw, now_ns: int, session: MasterSession, msg: dict) -> None:
+    """409: "wait for the remote's write-end report"."""
+    name = msg["pair"]
+    fw.trace(409 if session.kind == RECOVERY else 353, "write_end", sid=session.sid, pair=name,
+             track=msg["track"], ok=msg["ok"])
+    if not msg["ok"]:
+        abort(fw, session, list(session.pair_names), reason=msg.get("error") or "write refused")
+        return
+    session.outstanding[name] -= 1
+    session.in_flight -= 1
+    pump(fw, session)
+
+
+def s411_reached(fw, session: MasterSession, name: str) -> None:
+    """411: "when all of pair i is sent: send 'recovery reached' for pair i"."""
+    pair = fw.pairs.get(name)
+    session.active.remove(name)
+    session.reached.append(name)
+    pair.state = P.PAIR
+    if name in session.time_units:
+        pair.bitmap.clear_all()  # the unit's queue is drained
+    else:
+        fw.tsq_after_reached(pair)
+    if session.kind == INIT:
+        fw.send(session.remote_site, {"kind": "pair_ready", "sid": session.sid, "pair": name})
+        fw.trace(353, "initial_copy_done", pair=name)
+        pair.sid, pair.sent = None, None
+        return
+    fw.send(session.remote_site, {"kind": "rc_reached", "sid": session.sid, "pair": name})
+    fw.trace(411, "recovery_reached", sid=session.sid, pair=name)
+
+
+def s413_complete(fw, session: MasterSession) -> None:
+    """413: "when all pairs are done: send 'recovery copy complete'"."""
+    if session.kind == INIT:
+        fw.sessions.pop(session.sid, None)
+        return
+    session.phase = "completing"
+    fw.send(session.remote_site, {"kind": "rc_complete", "sid": session.sid})
+    fw.trace(413, "recovery_complete_sent", sid=session.sid)
+
+
+def completion_acked(fw, session: MasterSession, msg: dict) -> None:
+    """The remote confirmed 520: the recovery copy is over, every pair mirrors."""
+    if not msg["ok"]:
+        abort(fw, session, list(session.pair_names), reason="remote had rolled back")
+        return
+    for name in session.pair_names:
+        pair = fw.pairs.get(name)
+        pair.sid, pair.sent = None, None
+    fw.cancel_timer(session.timer_name)
+    fw.sessions.pop(session.sid, None)
+    fw.trace(None, "recovery_copy_done", sid=session.sid)
+
+
+def abort(fw, session: MasterSession, rolled_back: list[str], reason: str) -> None:
+    """The copy failed (link down, remote timeout, refusal, deadline): every
+    pair the remote rolled back (or may have) gets back the bits of the
+    tracks it sent, and is suspended by error."""
+    for name in session.pair_names:
+        pair = fw.pairs.get(name)
+        if name in rolled_back or name not in session.reached:
+            if pair.sent is not None:
+                pair.bitmap.merge(pair.sent)
+            fw.tsq_mark_incomplete(pair)
+            pair.state = P.PSUE
+        pair.sid, pair.sent = None, None
+    fw.cancel_timer(session.timer_name)
+    fw.sessions.pop(session.sid, None)
+    fw.trace(None, "recovery_copy_aborted", sid=session.sid, reason=reason, rolled_back=rolled_back)

@@ -1,0 +1,444 @@
+"""Recovery copy, remote side (Fig. 6, steps 501-520; Fig. 9, steps 751-757)
+and the stage-new variant (0065-0068).
+
+A `RemoteSession` lives in the remote DKC's non-volatile memory for one
+recovery copy.  Functions named `sNNN_*` are flowchart boxes; each emits a
+Trace with its step number.  `fw` is the hosting `DkcFirmware` (store,
+save media, trace and send helpers).
+
+Step 513 is not described in the patent's text; it is read from Fig. 6 as
+the branch that receives "recovery reached" for pair i and records it.
+Beyond the patent: the write-end report (508) is sent only after a save
+track was found (509), so a full save area refuses the track instead of
+acknowledging data it cannot protect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from firmware import fig04_pairs as P
+from firmware.fig10_11_save_area import SaveAreaBitmap, SaveAreaFull, SavedDataQueue, SavedNode
+from firmware.store import SaveMediaError
+
+SAVE_OLD, STAGE_NEW, NONE = "save-old", "stage-new", "none"
+METHODS = (SAVE_OLD, STAGE_NEW, NONE)
+UNITS = ("ldev", "group")
+
+
+@dataclass
+class RemoteSession:
+    sid: int
+    master_site: str
+    max_time_ns: int
+    method: str
+    unit: str
+    pair_names: list[str]
+    groups: dict[str, str]
+    cache_threshold_tracks: int
+    save_bitmap: SaveAreaBitmap
+    saved: SavedDataQueue
+    timer_name: str
+    in_progress: bool = False
+    watchdog_at_ns: int = 0
+    reached: list[str] = field(default_factory=list)
+    cache: dict[int, bytes] = field(default_factory=dict)  # cache-resident saved/staged tracks
+    next_cache_addr: int = 0
+    double_faults: list[dict] = field(default_factory=list)
+    saves: int = 0
+
+    def rolled_back_pairs(self) -> list[str]:
+        """Pairs whose LDEV returns to the suspension image on timeout (516):
+        unit ldev: every pair without "recovery reached"; unit group: every
+        pair of a group in which some pair did not reach."""
+        not_reached = [n for n in self.pair_names if n not in self.reached]
+        if self.unit == "ldev":
+            return not_reached
+        bad_groups = {self.groups[n] for n in not_reached}
+        return [n for n in self.pair_names if self.groups[n] in bad_groups]
+
+
+# ---------------------------------------------------------------- 501-504
+
+def s501_receive_start(fw, now_ns: int, from_site: str, msg: dict) -> None:
+    """501: "receive the start instruction"."""
+    fw.trace(501, "rc_start_received", sid=msg["sid"], master=from_site, pairs=msg["pairs"])
+    if fw.rsession is not None and fw.rsession.master_site == from_site:
+        # the master gave up on the previous copy (e.g. link flap): roll it back first
+        s515_timeout(fw, now_ns, fw.rsession, reason="superseded")
+    if fw.rsession is not None:
+        fw.send(from_site, {"kind": "rc_ready", "sid": msg["sid"], "ok": False,
+                            "error": f"recovery copy {fw.rsession.sid} already in progress"})
+        return
+    names = [n for n in msg["pairs"] if n in fw.pairs.pairs]
+    session = RemoteSession(
+        sid=msg["sid"], master_site=from_site, max_time_ns=int(msg["max_time_ns"]),
+        method=msg["method"], unit=msg["unit"], pair_names=names,
+        groups={n: fw.pairs.get(n).group for n in names},
+        cache_threshold_tracks=int(msg["cache_save_threshold_tracks"]),
+        save_bitmap=SaveAreaBitmap.build(fw.save_media.rows(), bool(msg["keep_raid5"]),
+                                         bool(msg["spares_usable"])),
+        saved=SavedDataQueue(max_nodes=int(msg.get("max_saved_nodes", 1 << 20))),
+        timer_name=f"rc_watchdog:{msg['sid']}")
+    fw.rsession = session
+    s502_start_watchdog(fw, now_ns, session)
+    s503_set_in_progress(fw, session)
+    s504_answer_ready(fw, session)
+
+
+def s502_start_watchdog(fw, now_ns: int, session: RemoteSession) -> None:
+    """502: "start the watchdog timer for T; prepare"."""
+    session.watchdog_at_ns = now_ns + session.max_time_ns
+    fw.set_timer(session.timer_name, session.watchdog_at_ns)
+    for name in session.pair_names:
+        fw.pairs.get(name).state = P.COPY
+    fw.trace(502, "rc_watchdog_set", sid=session.sid, at_ns=now_ns + session.max_time_ns)
+
+
+def s503_set_in_progress(fw, session: RemoteSession) -> None:
+    """503: "set the 'recovery copy in progress' flag"."""
+    session.in_progress = True
+    fw.trace(503, "rc_flag_set", sid=session.sid)
+
+
+def s504_answer_ready(fw, session: RemoteSession) -> None:
+    """504: "answer the master 'ready'"."""
+    fw.send(session.master_site, {"kind": "rc_ready", "sid": session.sid, "ok": True, "error": None})
+    fw.trace(504, "rc_ready_sent", sid=session.sid)
+
+
+def s505_wait(fw, session: RemoteSession, event: str) -> None:
+    """505: "wait; the loop 505/514/515 reacts to: a write command, the
+    completion report, or the timer"."""
+    fw.trace(505, "rc_wait_event", sid=session.sid, got=event)
+
+
+# ---------------------------------------------------------------- 506-512, 751-757
+
+def covers(session: RemoteSession | None, pair_name: str) -> bool:
+    return session is not None and session.in_progress and pair_name in session.pair_names
+
+
+def protected_write(fw, session: RemoteSession, pair, track: int, offset_sectors: int,
+                    data: bytes) -> str | None:
+    """One incoming write (recovery track or mirrored update) during the
+    recovery copy.  Returns None when stored, or an error string (nothing changed)."""
+    s505_wait(fw, session, "write")
+    ldev, track = s506_compute_target(fw, pair, track)
+    try:
+        new_track = s507_store_in_cache(fw, session, ldev, track, offset_sectors, data)
+    except SaveMediaError as exc:  # the staged copy to merge into is unreadable
+        fw.trace(None, "double_fault", where="merge_staged", ldev=ldev, track=track, error=str(exc))
+        return f"save media: {exc}"
+    if session.method == NONE or frees_on_reached(session, pair.name):
+        s508_report_write_end(fw, session, pair.name, track)
+        fw.write_home(ldev, track, new_track)
+        return None
+    node = session.saved.find(ldev, track)
+    if session.method == SAVE_OLD and node is not None:
+        s508_report_write_end(fw, session, pair.name, track)
+        s756_write_new_home(fw, ldev, track, new_track)  # later overwrite: old already saved
+        return None
+    if node is None:
+        try:
+            node = s509_find_free_save_track(fw, session, ldev, track, pair.name)
+        except SaveAreaFull as exc:
+            fw.trace(None, "save_area_full", sid=session.sid, ldev=ldev, track=track)
+            return str(exc)
+    s508_report_write_end(fw, session, pair.name, track)
+    if session.method == SAVE_OLD:
+        try:
+            old = s510_read_old_and_record(fw, session, node)
+        except ValueError as exc:   # the old track is unreadable: a double fault, never saved as garbage
+            forget_node(session, node)
+            fault = {"ldev": ldev, "track": track, "row": None, "error": str(exc), "where": "save_old"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
+            try:
+                s756_write_new_home(fw, ldev, track, new_track)
+            except ValueError:
+                pass   # the home is lost too: reads of it will report the loss
+            return None
+        error = s511_keep_in_cache_or_s512_write_save(fw, session, node, old)
+        if error is None:
+            s756_write_new_home(fw, ldev, track, new_track)
+    else:
+        error = s511_keep_in_cache_or_s512_write_save(fw, session, node, new_track)
+    return error
+
+
+def forget_node(session: RemoteSession, node: SavedNode) -> None:
+    """Undo 509/755 for a node whose old track could not be read."""
+    if node.cache_addr is not None:
+        session.cache.pop(node.cache_addr, None)
+    if node.save_row is not None:
+        session.save_bitmap.free(node.save_row, node.save_slot)
+    session.saved.remove(node)
+
+
+def frees_on_reached(session: RemoteSession, pair_name: str) -> bool:
+    """Beyond the patent: with unit ldev a reached pair is never rolled back,
+    so (save-old) its saved tracks are freed, or (stage-new) its staged tracks
+    are applied at once and freed; later writes to it go in place. Without
+    this, stage-new holds every staged track until completion and a session
+    larger than the save area could never admit its last pairs."""
+    return session.method in (SAVE_OLD, STAGE_NEW) and session.unit == "ldev" and pair_name in session.reached
+
+
+def free_pair_saves(fw, session: RemoteSession, pair) -> None:
+    for node in session.saved.ldev_nodes(pair.r_ldev):
+        if node.cache_addr is not None:
+            session.cache.pop(node.cache_addr, None)
+        if node.save_row is not None:
+            session.save_bitmap.free(node.save_row, node.save_slot)
+    session.saved.drop_ldev(pair.r_ldev)
+
+
+def s506_compute_target(fw, pair, track: int) -> tuple[int, int]:
+    """506: "compute the target address on the backup drive"."""
+    fw.trace(506, "rc_target", pair=pair.name, ldev=pair.r_ldev, track=track)
+    return pair.r_ldev, track
+
+
+def s507_store_in_cache(fw, session: RemoteSession, ldev: int, track: int, offset_sectors: int,
+                        data: bytes) -> bytes:
+    """507 / 751: "store the incoming track in cache".  A partial write is
+    merged onto the current image of the track (the staged one in stage-new)."""
+    if offset_sectors == 0 and len(data) == fw.store.track_bytes:
+        merged = bytes(data)
+    else:
+        base = bytearray(current_track(fw, session, ldev, track))
+        start = offset_sectors * fw.store.sector_bytes
+        base[start:start + len(data)] = data
+        merged = bytes(base)
+    fw.trace(507, "rc_in_cache", ldev=ldev, track=track, nbytes=len(data))
+    fw.trace(751, "incoming_in_cache", ldev=ldev, track=track)
+    return merged
+
+
+def current_track(fw, session: RemoteSession, ldev: int, track: int) -> bytes:
+    node = session.saved.find(ldev, track) if session.method == STAGE_NEW else None
+    if node is not None:
+        return load_saved(fw, session, node)
+    return fw.read_home(ldev, track)
+
+
+def s508_report_write_end(fw, session: RemoteSession, pair_name: str, track: int) -> None:
+    """508 / 752: "report write-end to the master" (the caller sends the ack)."""
+    fw.trace(508, "rc_write_end", pair=pair_name, track=track)
+    fw.trace(752, "reported_stored", pair=pair_name, track=track)
+
+
+def s509_find_free_save_track(fw, session: RemoteSession, ldev: int, track: int,
+                              pair_name: str) -> SavedNode:
+    """509 / 753: "find a free save-area track (save-area bitmap 118, Fig. 10)".
+    Under the cache threshold the save track is a cache slot (511)."""
+    node = SavedNode(home_ldev=ldev, home_track=track, save_row=None, save_slot=None,
+                     cache_addr=None, pair=pair_name)
+    if len(session.saved) >= session.saved.max_nodes:
+        raise SaveAreaFull(f"saved-data queue full ({session.saved.max_nodes} nodes)")
+    if len(session.cache) >= session.cache_threshold_tracks:
+        row_id, slot, first_lend = session.save_bitmap.allocate()
+        if first_lend:
+            fw.save_media.lend(row_id)
+            fw.trace(None, "parity_row_lent", row=row_id)
+        node.save_row, node.save_slot = row_id, slot
+    else:
+        node.cache_addr = session.next_cache_addr
+        session.next_cache_addr += 1
+    session.saved.enqueue(node)
+    fw.trace(509, "save_track_found", ldev=ldev, track=track, row=node.save_row, slot=node.save_slot,
+             cache_addr=node.cache_addr)
+    fw.trace(753, "save_bitmap_searched", row=node.save_row, slot=node.save_slot)
+    return node
+
+
+def s510_read_old_and_record(fw, session: RemoteSession, node: SavedNode) -> bytes:
+    """510 / 754 / 755: "read the old track into cache; record original
+    device#, track#, save location (saved-data queue 119, Fig. 11)"."""
+    old = fw.read_home(node.home_ldev, node.home_track)
+    fw.trace(754, "old_track_read", ldev=node.home_ldev, track=node.home_track)
+    session.saves += 1
+    fw.trace(510, "old_saved_recorded", ldev=node.home_ldev, track=node.home_track)
+    fw.trace(755, "saved_node_enqueued", ldev=node.home_ldev, track=node.home_track)
+    return old
+
+
+def s511_keep_in_cache_or_s512_write_save(fw, session: RemoteSession, node: SavedNode,
+                                          data: bytes) -> str | None:
+    """511: "while saved data stays under the cache threshold, keep it in
+    cache only"; 512 / 757: "over the threshold, write saved data to the disk
+    save area (parity tracks / spare disks)"."""
+    if node.cache_addr is not None:
+        session.cache[node.cache_addr] = bytes(data)
+        fw.trace(511, "saved_in_cache", ldev=node.home_ldev, track=node.home_track,
+                 cache_used=len(session.cache))
+        return None
+    try:
+        fw.save_media.write_save(node.save_row, node.save_slot, bytes(data))
+    except SaveMediaError as exc:
+        fw.trace(None, "double_fault", where="write_save", row=node.save_row, error=str(exc))
+        session.saved.remove(node)
+        return f"save media: {exc}"
+    fw.disk_cost("save_write", node.home_ldev, node.home_track, len(data))
+    fw.trace(512, "saved_to_disk", row=node.save_row, slot=node.save_slot)
+    fw.trace(757, "saved_old_written", row=node.save_row, slot=node.save_slot)
+    return None
+
+
+def s756_write_new_home(fw, ldev: int, track: int, data: bytes) -> None:
+    """756: "write the new track to its home on disk 113"."""
+    fw.write_home(ldev, track, data)
+    fw.trace(756, "new_track_home", ldev=ldev, track=track)
+
+
+def load_saved(fw, session: RemoteSession, node: SavedNode) -> bytes:
+    """Saved/staged data of a node: cache first, else the save area (may raise SaveMediaError)."""
+    if node.cache_addr is not None and node.cache_addr in session.cache:
+        return session.cache[node.cache_addr]
+    return fw.save_media.read_save(node.save_row, node.save_slot)
+
+
+# ---------------------------------------------------------------- 513, 514, 520
+
+def s513_record_reached(fw, session: RemoteSession, pair_name: str) -> None:
+    """513 (read from Fig. 6): "recovery reached" for pair i is recorded."""
+    s505_wait(fw, session, "reached")
+    if pair_name in session.pair_names and pair_name not in session.reached:
+        session.reached.append(pair_name)
+        fw.pairs.get(pair_name).state = P.PAIR
+        if frees_on_reached(session, pair_name):
+            if session.method == STAGE_NEW:
+                apply_staged(fw, session, [pair_name])
+            free_pair_saves(fw, session, fw.pairs.get(pair_name))
+    fw.trace(513, "rc_reached_recorded", sid=session.sid, pair=pair_name)
+
+
+def s514_completion(fw, now_ns: int, session: RemoteSession) -> dict:
+    """514: "completion report -> 520"; stage-new (0067): apply every staged
+    track to its home first, reading from parity/spare as needed."""
+    s505_wait(fw, session, "complete")
+    fw.trace(514, "rc_complete_received", sid=session.sid)
+    if session.method == STAGE_NEW:
+        apply_staged(fw, session, session.pair_names)
+    for name in session.pair_names:
+        fw.pairs.get(name).state = P.PAIR
+    return s520_clear_flag(fw, session, outcome="complete")
+
+
+def s520_clear_flag(fw, session: RemoteSession, outcome: str) -> dict:
+    """520: "clear the flag; done".  Lent parity rows are released (parity
+    recomputed by the DKC) and the save area is emptied."""
+    session.in_progress = False
+    for row_id in sorted(session.save_bitmap.lent):
+        try:
+            fw.save_media.release(row_id)
+        except SaveMediaError as exc:   # parity cannot be rebuilt: the group keeps its loss, reported
+            fault = {"row": row_id, "error": str(exc), "where": "release"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
+    fw.cancel_timer(session.timer_name)
+    fw.rsession = None
+    result = {"sid": session.sid, "outcome": outcome, "reached": list(session.reached),
+              "double_faults": list(session.double_faults)}
+    fw.last_recovery = result
+    if outcome == "complete":
+        fw.trace(520, "rc_flag_cleared", sid=session.sid)
+    else:
+        fw.trace(None, "rc_rollback_done", **result)
+    return result
+
+
+# ---------------------------------------------------------------- 515-519 and stage-new timeout
+
+def s515_timeout(fw, now_ns: int, session: RemoteSession, reason: str = "timer") -> dict:
+    """515: "timer expired -> 516 ... Consistency restored"; stage-new
+    (0068): apply staged tracks of pairs that got "recovery reached",
+    discard the others."""
+    s505_wait(fw, session, reason)
+    fw.trace(515, "rc_timeout", sid=session.sid, reason=reason)
+    rolled = session.rolled_back_pairs()
+    if session.method == SAVE_OLD:
+        for name in rolled:
+            s516_restore_pair(fw, session, fw.pairs.get(name))
+    elif session.method == STAGE_NEW:
+        apply_staged(fw, session, [n for n in session.pair_names if n not in rolled])
+        fw.trace(None, "staged_discarded", pairs=rolled)
+    for name in session.pair_names:
+        fw.pairs.get(name).state = P.PSUE if name in rolled else P.PAIR
+    result = s520_clear_flag(fw, session, outcome="rolled_back")
+    result["rolled_back"] = rolled
+    fw.last_recovery = result
+    fw.send(session.master_site, {"kind": "rc_aborted", "sid": session.sid, "rolled_back": rolled,
+                                  "double_faults": len(session.double_faults)})
+    return result
+
+
+def s516_restore_pair(fw, session: RemoteSession, pair) -> None:
+    """516: "for every LDEV whose pair did NOT get 'recovery reached', look
+    up saved data"."""
+    nodes = session.saved.ldev_nodes(pair.r_ldev)
+    fw.trace(516, "rc_lookup_saved", pair=pair.name, ldev=pair.r_ldev, nodes=len(nodes))
+    for node in nodes:
+        try:
+            if s517_in_cache(fw, session, node):
+                s518_restore_from_cache(fw, session, node)
+            else:
+                s519_restore_from_save_area(fw, session, node)
+        except ValueError as exc:   # the home track cannot be written back: a double fault
+            fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
+                     "error": str(exc), "where": "restore"}
+            session.double_faults.append(fault)
+            fw.double_faults.append(fault)
+            fw.trace(None, "double_fault", **fault)
+
+
+def s517_in_cache(fw, session: RemoteSession, node: SavedNode) -> bool:
+    """517: "in cache?"."""
+    hit = node.cache_addr is not None and node.cache_addr in session.cache
+    fw.trace(517, "saved_in_cache?", ldev=node.home_ldev, track=node.home_track, hit=hit)
+    return hit
+
+
+def s518_restore_from_cache(fw, session: RemoteSession, node: SavedNode) -> None:
+    """518: "yes: restore from cache"."""
+    fw.write_home(node.home_ldev, node.home_track, session.cache[node.cache_addr])
+    fw.trace(518, "restored_from_cache", ldev=node.home_ldev, track=node.home_track)
+
+
+def s519_restore_from_save_area(fw, session: RemoteSession, node: SavedNode) -> None:
+    """519: "no: read it from parity track / spare disk into cache, then
+    write the old track back to its home".  An unreadable row is a double
+    fault: reported, and the track is left as is (never wrong data)."""
+    try:
+        old = fw.save_media.read_save(node.save_row, node.save_slot)
+    except SaveMediaError as exc:
+        fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
+                 "error": str(exc)}
+        session.double_faults.append(fault)
+        fw.double_faults.append(fault)
+        fw.trace(519, "double_fault", **fault)
+        return
+    fw.disk_cost("save_read", node.home_ldev, node.home_track, len(old))
+    fw.write_home(node.home_ldev, node.home_track, old)
+    fw.trace(519, "restored_from_save_area", ldev=node.home_ldev, track=node.home_track,
+             row=node.save_row, slot=node.save_slot)
+
+
+def apply_staged(fw, session: RemoteSession, pair_names: list[str]) -> None:
+    """Stage-new (0067): apply the staged tracks of these pairs to their homes."""
+    for name in pair_names:
+        pair = fw.pairs.get(name)
+        for node in session.saved.ldev_nodes(pair.r_ldev):
+            try:
+                data = load_saved(fw, session, node)
+            except SaveMediaError as exc:
+                fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
+                         "error": str(exc)}
+                session.double_faults.append(fault)
+                fw.double_faults.append(fault)
+                fw.trace(None, "double_fault", **fault)
+                continue
+            fw.write_home(node.home_ldev, node.home_track, data)
+        fw.trace(None, "staged_applied", pair=name)

@@ -1,0 +1,96 @@
+"""Small actors used by the substrate tests and benchmarks (no storage).
+
+* ``RegionKeeper`` owns one shared region: ``control {"cmd": "write",
+  "offset", "data"}`` writes bytes, ``query {"q": "read", "offset",
+  "length"}`` reads them back; it ticks a timer so it has work in virtual time.
+* ``Pinger``/``Ponger``: two actors bouncing one message ``bounces`` times,
+  the fabric ping-pong benchmark.
+"""
+
+from __future__ import annotations
+
+from emu.actor import Actor
+from emu.params import Param
+
+
+class RegionKeeper(Actor):
+    KIND = "test-region-keeper"
+    DOC = "Writes/reads its region on console commands; ticks every `tick`."
+    PARAMS = {
+        "region": Param("str", doc="name of the region it owns"),
+        "tick": Param("time", "100us", "period of its heartbeat timer", min=1),
+    }
+
+    def on_start(self):
+        self.ticks = 0
+        self.set_timer("tick", self.params["tick"])
+
+    def on_timer(self, name, data):
+        self.ticks += 1
+        self.trace("tick", n=self.ticks)
+        self.set_timer("tick", self.params["tick"])
+
+    def on_control(self, command):
+        if command.get("cmd") != "write":
+            return super().on_control(command)
+        data, offset = bytes(command["data"]), int(command["offset"])
+        buf = self.region(self.params["region"]).buf
+        if not 0 <= offset <= len(buf) - len(data):
+            return {"ok": False, "error": f"write of {len(data)} bytes at {offset} outside the region"}
+        buf[offset:offset + len(data)] = memoryview(data)
+        return {"ok": True}
+
+    def on_query(self, query):
+        if query.get("q") == "read":
+            buf = self.region(self.params["region"]).buf
+            off, n = int(query["offset"]), int(query["length"])
+            return {"data": bytes(buf[off:off + n]), "ticks": self.ticks}
+        return {"ticks": self.ticks}
+
+
+class Pinger(Actor):
+    KIND = "test-pinger"
+    DOC = "Sends one ball to `peer` and returns it until `bounces` is reached."
+    PARAMS = {
+        "peer": Param("str", doc="the other actor"),
+        "bounces": Param("int", 1000, "round trips to make", min=1, max=100_000_000),
+    }
+
+    def on_start(self):
+        self.count = 0
+        self.send(self.params["peer"], "ball", 0)
+
+    def on_message(self, src, kind, body):
+        self.count += 1
+        if self.count < self.params["bounces"]:
+            self.send(src, "ball", self.count)
+        else:
+            self.signal("pingpong.done")
+
+    def on_query(self, query):
+        return {"count": self.count}
+
+
+class Ponger(Actor):
+    KIND = "test-ponger"
+    DOC = "Returns every ball to its sender."
+
+    def on_message(self, src, kind, body):
+        self.send(src, "ball", body)
+
+
+def keeper_spec(seed: int = 1, size_bytes: int = 1 << 20):
+    """One RegionKeeper owning region "media", linked to a toy server."""
+    from emu.spec import ActorSpec, LinkSpec, RackSpec, RegionSpec
+    return RackSpec("keeper", seed, [
+        ActorSpec("keeper", "support.actors:RegionKeeper", {"region": "media"}, ["media"]),
+        ActorSpec("peer", "support.actors:Ponger", {}),
+    ], [LinkSpec("keeper", "peer", 10_000)], [RegionSpec("media", size_bytes)])
+
+
+def pingpong_spec(bounces: int, latency_ns: int = 10_000, seed: int = 1):
+    from emu.spec import ActorSpec, LinkSpec, RackSpec
+    return RackSpec("pingpong", seed, [
+        ActorSpec("ping", "support.actors:Pinger", {"peer": "pong", "bounces": bounces}),
+        ActorSpec("pong", "support.actors:Ponger", {}),
+    ], [LinkSpec("ping", "pong", latency_ns)])
