@@ -15,6 +15,7 @@ import time
 
 from controllers.devices.link import message_bytes
 from controllers.rack.storage import StorageRack
+from firmware.protocol import MsgKind
 
 MS = 1_000_000
 
@@ -131,8 +132,8 @@ def closed_form_sync_ns(cost: dict, ln: dict, bs: int) -> int:
     def wire(nbytes: int) -> int:
         return ln["overhead_ns"] + nbytes * 8 * 1_000_000_000 // ln["bandwidth_bps"]
 
-    write_msg = {"kind": "rc_write", "seq": 0, "pieces": [["p0", 0, 0, b"\0" * bs]]}
-    ack_msg = {"kind": "rc_write_ack", "seq": 0, "ok": True, "error": None}
+    write_msg = {"kind": MsgKind.RC_WRITE.value, "seq": 0, "pieces": [["p0", 0, 0, b"\0" * bs]]}
+    ack_msg = {"kind": MsgKind.RC_WRITE_ACK.value, "seq": 0, "ok": True, "error": None}
     port = 1_000  # controllers.rack.layout.PORT_LATENCY_NS
     w, a = message_bytes(write_msg), message_bytes(ack_msg)
     return (cost["channel_latency_ns"] + cpu(w) + port + wire(w) + ln["propagation_ns"]

@@ -5,13 +5,11 @@ The DKC actor calls the event methods (`host_write`, `host_read`,
 returned actions.  All state is plain data so `snapshot()` / `restore()`
 round-trip it (it lives in the DKC's non-volatile memory).
 
-Peer message kinds (dicts with a "kind" key) are listed in `MsgKind`.
+Peer message kinds (dicts with a "kind" key) are `firmware.protocol.MsgKind`.
 """
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
@@ -19,70 +17,10 @@ from firmware import fig04_pairs as P
 from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
 from firmware.fig07_bitmap import DiffBitmap
+from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, DiskCost, HostDone, MsgKind, SendPeer, SetTimer,
+                               Trace)
 from firmware.store import SaveMedia, TrackStore
 from firmware.fig12_13_time_series import TimeSeriesQueue, record_update
-
-
-class MsgKind(str, Enum):
-    PAIR_CREATE = "pair_create"          # m->r {pairs:[name], mode}
-    PAIR_CREATE_OK = "pair_create_ok"    # r->m {pairs, ok, error}
-    PAIR_READY = "pair_ready"            # m->r {sid, pair}: initial copy done (353)
-    PAIR_SPLIT = "pair_split"            # m->r {pairs, delete}
-    COPY_TRACK = "copy_track"            # m->r {sid, pair, track, offset, data}
-    COPY_TRACK_ACK = "copy_track_ack"    # r->m {sid, pair, track, ok, error}
-    RC_WRITE = "rc_write"                # m->r {seq, pieces:[(pair, track, offset, data)]}
-    RC_WRITE_ACK = "rc_write_ack"        # r->m {seq, ok, error}
-    RC_CONFIG_REQ = "rc_config_req"      # m->r {sid} (403)
-    RC_CONFIG = "rc_config"              # r->m {sid, rows:[(kind, tracks)], counts}
-    RC_START = "rc_start"                # m->r (405)
-    RC_READY = "rc_ready"                # r->m (504)
-    RC_REACHED = "rc_reached"            # m->r (411)
-    RC_COMPLETE = "rc_complete"          # m->r (413)
-    RC_COMPLETE_ACK = "rc_complete_ack"  # r->m {sid, ok}
-    RC_ABORTED = "rc_aborted"            # r->m {sid, rolled_back} (after 515-519)
-
-
-MAX_MSG_DATA_BYTES = 4 << 20
-
-
-@dataclass
-class SendPeer:
-    site: str
-    msg: dict
-
-
-@dataclass
-class HostDone:
-    req_id: object
-    ok: bool
-    error: str | None = None
-    data: bytes | None = None
-
-
-@dataclass
-class SetTimer:
-    name: str
-    at_ns: int
-
-
-@dataclass
-class CancelTimer:
-    name: str
-
-
-@dataclass
-class Trace:
-    step: int | None
-    event: str
-    fields: dict = field(default_factory=dict)
-
-
-@dataclass
-class DiskCost:
-    kind: str
-    ldev: int
-    track: int
-    nbytes: int
 
 
 DEFAULTS = {"cache_save_threshold_tracks": 8, "keep_raid5": False, "spares_usable": True,
@@ -433,7 +371,7 @@ def on_pair_create(fw, now_ns, from_site, msg):
 
 def on_pair_create_ok(fw, now_ns, from_site, msg):
     """352: "master receives the remote's normal-end report" -> 353 start the copy."""
-    fw.trace(352, "pair_create_ok", pairs=msg["pairs"])
+    fw.trace(352, MsgKind.PAIR_CREATE_OK.value, pairs=msg["pairs"])
     names = [n for n in msg["pairs"] if fw.pairs.get(n).state == P.COPY]
     if not names:
         return

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware.fig07_bitmap import DiffBitmap
+from firmware.protocol import COPY, FENCES, MODES, PAIR, PAIR_STATES, PSUE, PSUS, SMPL, SSWS  # noqa: F401 (P.X)
 
-SMPL, COPY, PAIR, PSUS, PSUE, SSWS = "SMPL", "COPY", "PAIR", "PSUS", "PSUE", "SSWS"
 STATES = (SMPL, COPY, PAIR, PSUS, PSUE, SSWS)
-MODES = ("sync", "async")
-FENCES = ("data", "status", "never")
 
 
 @dataclass

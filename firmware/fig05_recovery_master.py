@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware import fig04_pairs as P
+from firmware.protocol import SAVE_OLD, STAGE_NEW, MsgKind
 
 INIT, RECOVERY = "init", "recovery"
 ORDERS = ("bitmap", "time")
@@ -91,7 +92,7 @@ def s402_get_max_time(fw, session: MasterSession, opts: dict) -> int:
 
 def s403_request_config(fw, session: MasterSession) -> None:
     """403: "get the remote's configuration: cache capacity, parity tracks, spare disks"."""
-    fw.send(session.remote_site, {"kind": "rc_config_req", "sid": session.sid})
+    fw.send(session.remote_site, {"kind": MsgKind.RC_CONFIG_REQ.value, "sid": session.sid})
     fw.trace(403, "rc_config_requested", sid=session.sid)
 
 
@@ -123,7 +124,7 @@ def s405_send_start(fw, session: MasterSession) -> None:
     """405: "tell the remote to start; send T and the other parameters"."""
     opts = session.options
     fw.send(session.remote_site, {
-        "kind": "rc_start", "sid": session.sid, "max_time_ns": session.max_time_ns,
+        "kind": MsgKind.RC_START.value, "sid": session.sid, "max_time_ns": session.max_time_ns,
         "method": session.method, "unit": session.unit, "pairs": list(session.pair_names),
         "keep_raid5": bool(opts["keep_raid5"]), "spares_usable": bool(opts["spares_usable"]),
         "cache_save_threshold_tracks": int(opts["cache_save_threshold_tracks"])})
@@ -155,7 +156,7 @@ def pair_need_tracks(pair) -> int:
 def frees_on_reached(session: MasterSession) -> bool:
     """Unit ldev: the remote frees a reached pair's saved (save-old) or
     staged-and-applied (stage-new) tracks."""
-    return session.method in ("save-old", "stage-new") and session.unit == "ldev"
+    return session.method in (SAVE_OLD, STAGE_NEW) and session.unit == "ldev"
 
 
 def s412_admit_next(fw, session: MasterSession) -> None:
@@ -288,7 +289,7 @@ def s408_issue_write(fw, session: MasterSession, pair, track: int, offset_sector
     session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
     session.outstanding[pair.name] += 1
     session.in_flight += 1
-    fw.send(session.remote_site, {"kind": "copy_track", "sid": session.sid, "pair": pair.name,
+    fw.send(session.remote_site, {"kind": MsgKind.COPY_TRACK.value, "sid": session.sid, "pair": pair.name,
                                   "track": track, "offset": offset_sectors, "data": data})
     fw.trace(408 if session.kind == RECOVERY else 353, "track_sent", sid=session.sid,
              pair=pair.name, track=track, in_flight=session.in_flight)
@@ -318,11 +319,11 @@ def s411_reached(fw, session: MasterSession, name: str) -> None:
     else:
         fw.tsq_after_reached(pair)
     if session.kind == INIT:
-        fw.send(session.remote_site, {"kind": "pair_ready", "sid": session.sid, "pair": name})
+        fw.send(session.remote_site, {"kind": MsgKind.PAIR_READY.value, "sid": session.sid, "pair": name})
         fw.trace(353, "initial_copy_done", pair=name)
         pair.sid, pair.sent = None, None
         return
-    fw.send(session.remote_site, {"kind": "rc_reached", "sid": session.sid, "pair": name})
+    fw.send(session.remote_site, {"kind": MsgKind.RC_REACHED.value, "sid": session.sid, "pair": name})
     fw.trace(411, "recovery_reached", sid=session.sid, pair=name)
 
 
@@ -332,7 +333,7 @@ def s413_complete(fw, session: MasterSession) -> None:
         fw.sessions.pop(session.sid, None)
         return
     session.phase = "completing"
-    fw.send(session.remote_site, {"kind": "rc_complete", "sid": session.sid})
+    fw.send(session.remote_site, {"kind": MsgKind.RC_COMPLETE.value, "sid": session.sid})
     fw.trace(413, "recovery_complete_sent", sid=session.sid)
 
 

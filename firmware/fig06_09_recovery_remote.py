@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from firmware import fig04_pairs as P
+from firmware.protocol import NONE, SAVE_OLD, STAGE_NEW, MsgKind  # noqa: F401 (NONE: used by importers)
 from firmware.fig10_11_save_area import SaveAreaBitmap, SaveAreaFull, SavedDataQueue, SavedNode
 from firmware.store import SaveMediaError
 
-SAVE_OLD, STAGE_NEW, NONE = "save-old", "stage-new", "none"
 METHODS = (SAVE_OLD, STAGE_NEW, NONE)
 UNITS = ("ldev", "group")
 
@@ -66,7 +66,7 @@ def s501_receive_start(fw, now_ns: int, from_site: str, msg: dict) -> None:
         # the master gave up on the previous copy (e.g. link flap): roll it back first
         s515_timeout(fw, now_ns, fw.rsession, reason="superseded")
     if fw.rsession is not None:
-        fw.send(from_site, {"kind": "rc_ready", "sid": msg["sid"], "ok": False,
+        fw.send(from_site, {"kind": MsgKind.RC_READY.value, "sid": msg["sid"], "ok": False,
                             "error": f"recovery copy {fw.rsession.sid} already in progress"})
         return
     names = [n for n in msg["pairs"] if n in fw.pairs.pairs]
@@ -102,7 +102,7 @@ def s503_set_in_progress(fw, session: RemoteSession) -> None:
 
 def s504_answer_ready(fw, session: RemoteSession) -> None:
     """504: "answer the master 'ready'"."""
-    fw.send(session.master_site, {"kind": "rc_ready", "sid": session.sid, "ok": True, "error": None})
+    fw.send(session.master_site, {"kind": MsgKind.RC_READY.value, "sid": session.sid, "ok": True, "error": None})
     fw.trace(504, "rc_ready_sent", sid=session.sid)
 
 
@@ -370,7 +370,7 @@ def s515_timeout(fw, now_ns: int, session: RemoteSession, reason: str = "timer")
     result = s520_clear_flag(fw, session, outcome="rolled_back")
     result["rolled_back"] = rolled
     fw.last_recovery = result
-    fw.send(session.master_site, {"kind": "rc_aborted", "sid": session.sid, "rolled_back": rolled,
+    fw.send(session.master_site, {"kind": MsgKind.RC_ABORTED.value, "sid": session.sid, "rolled_back": rolled,
                                   "double_faults": len(session.double_faults)})
     return result
 

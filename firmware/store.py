@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+from firmware.protocol import SECTOR_BYTES
 
-SECTOR_BYTES = 512
 
 
 class SaveMediaError(IOError):

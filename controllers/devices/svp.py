@@ -12,13 +12,14 @@ from __future__ import annotations
 from emu import units
 from emu.actor import Actor
 from emu.params import Param
+from firmware.protocol import METHODS, ORDERS, UNITS
 
 SETTABLE = {
     "max_time": ("time", "allowed maximum time T of a recovery copy (patent 402)"),
-    "method": (("save-old", "stage-new", "none"), "recovery-copy protection (claim 2)"),
-    "order": (("bitmap", "time"), "sending order: bitmap (address) or time series (claim 3)"),
+    "method": (METHODS, "recovery-copy protection (claim 2)"),
+    "order": (ORDERS, "sending order: bitmap (address) or time series (claim 3)"),
     "window": ("int", "tracks in flight during a recovery copy (1 = the patent's stop-and-wait)"),
-    "unit": (("ldev", "group"), "consistency unit rolled back together"),
+    "unit": (UNITS, "consistency unit rolled back together"),
     "keep_raid5": ("bool", "keep RAID5 redundancy: do not lend parity tracks as save area"),
     "spares_usable": ("bool", "spare disks may hold saved data"),
     "format_shortcut": ("bool", "step 1207: drop an earlier format write of the same track"),

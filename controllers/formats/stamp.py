@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from firmware.protocol import SECTOR_BYTES
 
-SECTOR_BYTES = 512
 HEADER_BYTES = 24
 WORDS_PER_SECTOR = SECTOR_BYTES // 8          # 64 u64 words
 FILLER_WORDS = WORDS_PER_SECTOR - HEADER_BYTES // 8   # 61

@@ -28,8 +28,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
+from firmware.protocol import SECTOR_BYTES
 
-SECTOR_BYTES = 512
 FILETIME_TICK_NS = 100
 FORMATS = ("msr", "mqsim", "tencent")
 

@@ -16,12 +16,13 @@ import sys
 from tabulate import tabulate
 
 from controllers.rack.storage import CommandError, StorageRack
+from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_STEPS
 from controllers.devices.svp import SETTABLE
 from emu import units
 
 FAULT_HELP = "fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down"
 SHOW_WHAT = ("config", "recovery-plan", "save-area", "bitmap", "queue", "disks", "cache", "time")
-STATES = ("SMPL", "COPY", "PAIR", "PSUS", "PSUE", "SSWS")
+STATES = PAIR_STATES
 
 
 class ExpectFailed(Exception):
@@ -104,9 +105,9 @@ class SvpConsole(cmd.Cmd):
         pos, opts = self._options(self._args(arg), {"mode": "sync|async", "fence": "data|status|never"})
         if len(pos) != 1:
             raise ValueError("usage: paircreate GROUP|PAIR [--mode sync|async] [--fence data|status|never]")
-        if opts.get("mode", "sync") not in ("sync", "async"):
+        if opts.get("mode", "sync") not in MODES:
             raise ValueError(f"--mode expects sync or async, got {opts['mode']!r}")
-        if opts.get("fence", "never") not in ("data", "status", "never"):
+        if opts.get("fence", "never") not in FENCES:
             raise ValueError(f"--fence expects data, status or never, got {opts['fence']!r}")
         self.rack.resolve(pos[0])
         out = self.rack.paircreate(pos[0], opts.get("mode"), opts.get("fence"))
@@ -431,7 +432,7 @@ class SvpConsole(cmd.Cmd):
 
     def complete_pairresync(self, text, line, b, e):
         return self._complete(text, self._targets() + ["--max-time", "--method", "--order", "--window", "--unit",
-                                                       "save-old", "stage-new", "none", "bitmap", "time"])
+                                                       *METHODS, *ORDERS])
 
     def complete_set(self, text, line, b, e):
         return self._complete(text, sorted(SETTABLE))
@@ -452,7 +453,6 @@ class SvpConsole(cmd.Cmd):
         return self._complete(text, ["start", "stop", "rw=", "bs=", "iodepth=", "ldevs=", "seed=", "site="])
 
     def complete_run(self, text, line, b, e):
-        from controllers.devices.dkc.actor import SIGNAL_STEPS
         return self._complete(text, ["until", "IDLE"] + sorted(SIGNAL_STEPS.values()))
 
 

@@ -22,8 +22,8 @@ from emu import units
 from emu.config import array_of_tables, build_generic, known_keys, load_config, table
 from emu.params import ConfigError
 from emu.spec import ActorSpec, LinkSpec, RackSpec, RegionSpec
+from firmware.protocol import FENCES, METHODS, MODES, ORDERS, SECTOR_BYTES
 
-SECTOR_BYTES = 512
 MAX_SITES = 8
 MAX_LDEVS_PER_SITE = 1024
 MAX_DISKS_PER_SITE = 256
@@ -233,7 +233,7 @@ def _pairs(doc, sites, path) -> tuple[list[dict], dict]:
             raise ConfigError(f"expected a list of LDEV numbers, got {ldevs!r}", f"group[{i}].ldevs", path)
         if listed is not None and (not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed)):
             raise ConfigError("expected an array of tables {name, m_ldev, r_ldev}", f"group[{i}].pairs", path)
-        for key, allowed in (("mode", ("sync", "async")), ("fence", ("data", "status", "never"))):
+        for key, allowed in (("mode", MODES), ("fence", FENCES)):
             if g.get(key, allowed[0] if key == "mode" else "never") not in allowed:
                 raise ConfigError(f"expected one of {', '.join(allowed)}, got {g.get(key)!r}", f"group[{i}].{key}", path)
         entries = listed or [{"m_ldev": x, "r_ldev": x} for x in ldevs]
@@ -263,7 +263,7 @@ def _pairs(doc, sites, path) -> tuple[list[dict], dict]:
 def _recovery(rec: dict, path: str) -> dict:
     out = dict(rec)
     out["max_time_ns"] = _conv(units.time_ns, rec["max_time"], "recovery.max_time", path)
-    for key, allowed in (("method", ("save-old", "stage-new", "none")), ("order", ("bitmap", "time")),
+    for key, allowed in (("method", METHODS), ("order", ORDERS),
                          ("unit", ("ldev", "group"))):
         if rec[key] not in allowed:
             raise ConfigError(f"expected one of {', '.join(allowed)}, got {rec[key]!r}", f"recovery.{key}", path)

@@ -12,11 +12,11 @@ from typing import IO
 import numpy as np
 
 from controllers.verify.checker import check, equals
-from controllers.devices.dkc.actor import SIGNAL_STEPS
 from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
 from controllers.rack.layout import load_storage_config
 from emu import units
+from firmware.protocol import SIGNAL_STEPS
 from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9

@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from firmware.protocol import SAVE_OLD, STAGE_NEW
+
 from controllers.verify.checker import holds_all_acknowledged
 from controllers.rack.storage import CommandError, StorageRack
 
@@ -66,7 +68,7 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
     log: list[str] = []
     with StorageRack(config, backend="inline", seed=seed) as r:
         r.set("max_time", "300ms")
-        r.set("method", str(rng.choice(["save-old", "stage-new"])))
+        r.set("method", str(rng.choice([SAVE_OLD, STAGE_NEW])))
         r.set("window", str(rng.choice([1, 8, 32])))
         group = sorted(r.groups)[0]
         r.paircreate(group, mode=mode)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from firmware.protocol import METHODS, ORDERS
+
 RECOVERY_STEPS = frozenset([*range(401, 414), *range(501, 521), *range(751, 758)])
 FAULTS = ("master-loss", "link-loss", "remote-disk", "remote-dkc-restart")
 SETTLE_NS = 300_000_000
@@ -191,7 +193,7 @@ def reproduce_command(config, script, seed, settings, fault, k) -> str:
     return f"emu sweep {config} {script} --seed {seed} --fault {fault} --crash-points only:{k} {opts}".strip()
 
 
-MATRIX_AXES = {"method": ("save-old", "stage-new", "none"), "order": ("bitmap", "time"),
+MATRIX_AXES = {"method": METHODS, "order": ORDERS,
                "format_shortcut": ("on", "off"), "unit": ("ldev", "group"), "window": ("1", "32")}
 
 

@@ -48,13 +48,13 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from firmware.raid import parity as kern
+from firmware.protocol import SECTOR_BYTES
 
 __all__ = ["DataLossError", "TrackLocation", "RaidLayout", "RaidGroup",
            "LdevExtent", "RaidArray", "PhysicalIo"]
 
 # stripes handled per kernel call by rebuild/verify/recompute chunks
 _CHUNK_STRIPES = 1024
-SECTOR_BYTES = 512
 
 
 class DataLossError(Exception):

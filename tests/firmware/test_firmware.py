@@ -1,7 +1,7 @@
 """Pairs, mirroring, differential bitmap, resync and commands of the DKC firmware."""
 import pytest
 
-from firmware.dkc import HostDone
+from firmware.protocol import HostDone
 from firmware.fig05_recovery_master import compute_n
 from firmware.store import SaveRow
 from support.fw_harness import (LDEV_TRACKS, T_NS, form_pairs, make_rack, stamp,

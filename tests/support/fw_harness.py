@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 
-from firmware.dkc import CancelTimer, DiskCost, DkcFirmware, HostDone, SendPeer, SetTimer, Trace
+from firmware.dkc import DkcFirmware
+from firmware.protocol import CancelTimer, DiskCost, HostDone, SendPeer, SetTimer, Trace
 from firmware.store import MemorySaveMedia, MemoryTrackStore, SaveRow
 
 STEPS_SEEN: set[int] = set()

@@ -29,22 +29,20 @@ from collections import OrderedDict
 
 import numpy as np
 
-from firmware.dkc import CancelTimer, DiskCost, DkcFirmware, HostDone, SendPeer, SetTimer, Trace
+from firmware.dkc import DkcFirmware
+from firmware.protocol import SECTOR_BYTES, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone, SendPeer, SetTimer, Trace
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.store import SaveMediaError, SaveRow
 from controllers.devices.link import message_bytes
 from emu.actor import Actor
 from emu.params import Param
 
-SECTOR_BYTES = 512
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 REBUILD_RETRY_NS = 500_000_000        # retry a step whose disk transfers never all came back
 #: firmware steps whose trace record also raises a named event for ``run until``
-SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
-                515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
 
 
 class DataLost(ValueError):

@@ -17,8 +17,8 @@ from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
 from emu.params import Param
+from firmware.protocol import SECTOR_BYTES
 
-SECTOR_BYTES = 512
 
 
 def _ldev_list(text: str) -> list[int]:

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+from firmware.protocol import SECTOR_BYTES
 
-SECTOR_BYTES = 512
 RW_MODES = ("read", "write", "randread", "randwrite", "randrw", "rw")
 _RW_ALIASES = {"readwrite": "rw"}
 _KEYS = ("rw", "rwmixread", "bs", "iodepth", "rate_iops", "ldevs", "runtime", "zipf", "seed")
