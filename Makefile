@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 soak: $(STAMP)
-	EMU_SOAK_SEEDS=200 $(PY) -m pytest tests/test_campaign.py
+	EMU_SOAK_SEEDS=200 $(PY) -m pytest tests/e2e/test_campaign.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench/results

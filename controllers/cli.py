@@ -207,15 +207,16 @@ def cmd_trace(args) -> int:
 
 
 def device_classes() -> dict:
+    """KIND -> actor class: the storage devices of the registry, then the
+    substrate's own example models (toy, M/M/1)."""
     import importlib
-    out = {}
-    for mod in ("controllers.devices.host.actor", "controllers.devices.dkc.actor", "controllers.devices.disk.actor", "controllers.devices.link",
-                "controllers.devices.svp", "emu.toy"):
-        m = importlib.import_module(mod)
-        from emu.actor import Actor
-        for obj in vars(m).values():
-            if isinstance(obj, type) and issubclass(obj, Actor) and obj is not Actor and obj.__module__ == mod:
-                out[obj.KIND] = obj
+    from controllers.devices.registry import actor_classes
+    from emu.actor import Actor
+    out = {cls.KIND: cls for cls in actor_classes()}
+    toy = importlib.import_module("emu.toy")
+    for obj in vars(toy).values():
+        if isinstance(obj, type) and issubclass(obj, Actor) and obj is not Actor and obj.__module__ == toy.__name__:
+            out[obj.KIND] = obj
     return dict(sorted(out.items()))
 
 

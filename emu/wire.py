@@ -90,3 +90,18 @@ class DropCounter:
         if key not in self._seen and self._log is not None:
             self._seen.add(key)
             self._log(f"{self.who}: dropped malformed frame ({reason}); further ones are counted")
+
+
+def body_problem(body, fields: dict[str, tuple]) -> str | None:
+    """Why an actor message ``body`` breaks its schema (a map with each of
+    ``fields`` of one of the given types), or None when it fits. Devices
+    check their inbound messages with it at the boundary, count and drop
+    what does not fit, and may then index the body without guarding."""
+    if not isinstance(body, dict):
+        return f"body is a {type(body).__name__}, not a map"
+    for name in sorted(fields):
+        if name not in body:
+            return f"field {name!r} missing"
+        if not isinstance(body[name], fields[name]):
+            return f"field {name!r} is {type(body[name]).__name__}"
+    return None

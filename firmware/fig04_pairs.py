@@ -1,83 +1,143 @@
-"""Pair table (Fig. 4, steps 350-353): M-DEV -> R-DEV pairs and their states.
+"""Forming pairs and mirroring (Fig. 4, steps 350-353), and the other pair
+commands of the CCI grammar (pairsplit, horctakeover, pairdisplay).
 
-States (CCI names): SMPL (no pair), COPY (initial or recovery copy running),
-PAIR (mirror state), PSUS (split by the user), PSUE (suspended by an error,
-e.g. link down), SSWS (remote side after horctakeover: writable).
+350: a pair-forming instruction arrives (from the host CPU or the SVP);
+351: it is sent to the remote, which accepts the pairs (state COPY);
+352: the master receives the remote's normal-end report;
+353: the initial (backup) copy runs, then the pair mirrors (PAIR).
+The copy engine of 353 is the recovery copy's (``fig05_recovery_master``)
+without protection at the remote.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from firmware import fig05_recovery_master as RM
+from firmware import fig06_09_recovery_remote as RR
+from firmware import pair_table as P
 from firmware.fig07_bitmap import DiffBitmap
-from firmware.protocol import COPY, FENCES, MODES, PAIR, PAIR_STATES, PSUE, PSUS, SMPL, SSWS  # noqa: F401 (P.X)
+from firmware.mirror import write_direct
+from firmware.protocol import FENCES, MODES, HorcTakeover, MsgKind, PairCreate, PairSplit
 
-STATES = (SMPL, COPY, PAIR, PSUS, PSUE, SSWS)
-
-
-@dataclass
-class Pair:
-    name: str
-    group: str
-    m_site: str
-    m_ldev: int
-    r_site: str
-    r_ldev: int
-    state: str = SMPL
-    mode: str = "sync"
-    fence: str = "never"
-    bitmap: DiffBitmap | None = None  # master side only
-    sid: int | None = None  # copy session the pair belongs to (master side)
-    sent: np.ndarray | None = None  # tracks sent during the current recovery copy
-
-    def role(self, site: str) -> str:
-        return "master" if self.m_site == site else "remote"
+if TYPE_CHECKING:
+    from firmware.context import FirmwareHost
 
 
-@dataclass
-class PairTable:
-    pairs: dict[str, Pair] = field(default_factory=dict)
+def s350_pair_form_instruction(fw: FirmwareHost, now_ns: int, req: PairCreate) -> dict:
+    """350: "pair-forming instruction (from host CPU or SVP)" -> 351 send it to the remote."""
+    found = P.master_pairs(fw, req.target)
+    mode, fence = req.mode, req.fence
+    if mode not in MODES or fence not in FENCES:
+        raise ValueError(f"bad mode {mode!r} or fence {fence!r}")
+    if any(p.state != P.SMPL for p in found):
+        raise ValueError(f"pairs must be SMPL: {[(p.name, p.state) for p in found]}")
+    for pair in found:
+        pair.mode, pair.fence, pair.state = mode, fence, P.COPY
+        pair.bitmap = DiffBitmap(fw.store.ldev_tracks(pair.m_ldev))
+        pair.bitmap.set_all()
+        pair.sent = None
+        fw.trace(350, "pair_form_instruction", pair=pair.name, mode=mode, fence=fence)
+    for site in sorted({p.r_site for p in found}):
+        names = [p.name for p in found if p.r_site == site]
+        fw.send(site, {"kind": MsgKind.PAIR_CREATE.value, "pairs": names, "mode": mode})
+        fw.trace(351, "pair_form_sent", site=site, pairs=names)
+    return {"ok": True, "pairs": [p.name for p in found]}
 
-    @classmethod
-    def from_params(cls, site: str, specs: list[dict]) -> "PairTable":
-        table = cls()
-        for spec in specs:
-            if site not in (spec["m_site"], spec["r_site"]):
-                continue
-            pair = Pair(name=spec["name"], group=spec.get("group", spec["name"]),
-                        m_site=spec["m_site"], m_ldev=int(spec["m_ldev"]),
-                        r_site=spec["r_site"], r_ldev=int(spec["r_ldev"]))
-            if pair.name in table.pairs:
-                raise ValueError(f"duplicate pair name {pair.name}")
-            table.pairs[pair.name] = pair
-        return table
 
-    def get(self, name: str) -> Pair:
-        if name not in self.pairs:
-            raise ValueError(f"no such pair {name}")
-        return self.pairs[name]
+def s351_remote_accepts_pairs(fw: FirmwareHost, now_ns, from_site, msg):
+    """Remote side of 351: accept the pairs (state COPY) and report normal end."""
+    for name in msg["pairs"]:
+        pair = fw.pairs.get(name)
+        pair.state, pair.mode = P.COPY, msg["mode"]
+    fw.send(from_site, {"kind": MsgKind.PAIR_CREATE_OK.value, "pairs": msg["pairs"], "ok": True})
 
-    def select(self, target: str) -> list[Pair]:
-        """Pairs named `target`, every pair of group `target`, every pair for
-        "*", or the union for a list of such names; sorted by name."""
-        if isinstance(target, (list, tuple)):
-            names = sorted({p.name for t in target for p in self.select(t)})
-            return [self.pairs[n] for n in names]
-        if target == "*":
-            return [p for _, p in sorted(self.pairs.items())]
-        if target in self.pairs:
-            return [self.pairs[target]]
-        found = [p for _, p in sorted(self.pairs.items()) if p.group == target]
-        if not found:
-            raise ValueError(f"no pair or group named {target}")
-        return found
 
-    def by_master_ldev(self, site: str, ldev: int) -> list[Pair]:
-        return [p for _, p in sorted(self.pairs.items()) if p.m_site == site and p.m_ldev == ldev]
+def s352_normal_end_received(fw: FirmwareHost, now_ns, from_site, msg):
+    """352: "master receives the remote's normal-end report" -> 353 start the copy."""
+    fw.trace(352, MsgKind.PAIR_CREATE_OK.value, pairs=msg["pairs"])
+    names = [n for n in msg["pairs"] if fw.pairs.get(n).state == P.COPY]
+    if not names:
+        return
+    sid = fw.next_sid
+    fw.next_sid += 1
+    session = RM.MasterSession(sid=sid, kind=RM.INIT, remote_site=from_site, pair_names=names,
+                               window=int(fw.params["init_window"]), phase="copying")
+    for name in names:
+        pair = fw.pairs.get(name)
+        pair.sid = sid
+        pair.sent = np.zeros(pair.bitmap.tracks, dtype=bool)
+        session.active.append(name)
+        session.cursor[name], session.searched[name], session.outstanding[name] = 0, False, 0
+    fw.sessions[sid] = session
+    fw.trace(353, "backup_copy_started", sid=sid, pairs=names)
+    RM.pump(fw, session)
 
-    def by_remote_ldev(self, site: str, ldev: int) -> list[Pair]:
-        return [p for _, p in sorted(self.pairs.items()) if p.r_site == site and p.r_ldev == ldev]
 
-    def in_group(self, group: str) -> list[Pair]:
-        return [p for _, p in sorted(self.pairs.items()) if p.group == group]
+def s353_initial_copy_done(fw: FirmwareHost, now_ns, from_site, msg):
+    fw.pairs.get(msg["pair"]).state = P.PAIR
+
+
+def on_pair_split(fw: FirmwareHost, now_ns, from_site, msg):
+    for name in msg["pairs"]:
+        fw.pairs.get(name).state = P.SMPL if msg["delete"] else P.PSUS
+
+
+def on_copy_track(fw: FirmwareHost, now_ns, from_site, msg):
+    """A track of the initial copy (353) or of the recovery copy (408 -> 506)."""
+    pair = fw.pairs.pairs.get(msg["pair"])
+    error = None
+    if pair is None:
+        error = f"no pair {msg['pair']}"
+    elif RR.covers(fw.rsession, pair.name):
+        if fw.rsession.sid == msg["sid"]:
+            error = RR.protected_write(fw, fw.rsession, pair, msg["track"], msg["offset"], msg["data"])
+        else:
+            error = f"stale copy session {msg['sid']}"
+    elif pair.state in (P.COPY, P.PAIR):
+        write_direct(fw, pair.r_ldev, msg["track"], msg["offset"], msg["data"])
+    else:
+        error = f"pair {msg['pair']} not accepting copy ({pair.state})"
+    fw.send(from_site, {"kind": MsgKind.COPY_TRACK_ACK.value, "sid": msg["sid"], "pair": msg["pair"],
+                        "track": msg["track"], "ok": error is None, "error": error})
+
+
+def on_copy_track_ack(fw: FirmwareHost, now_ns, from_site, msg):
+    session = fw.sessions.get(msg["sid"])
+    if session is not None:
+        RM.s409_write_end(fw, now_ns, session, msg)
+
+
+def cmd_pairsplit(fw: FirmwareHost, now_ns: int, req: PairSplit) -> dict:
+    found = P.master_pairs(fw, req.target)
+    delete = bool(req.delete)
+    busy = [p.name for p in found if p.sid is not None]
+    if busy:
+        raise ValueError(f"pairs {busy} are in a copy; wait for it to end")
+    if not delete and any(p.state != P.PAIR for p in found):
+        raise ValueError(f"pairsplit needs PAIR state: {[(p.name, p.state) for p in found]}")
+    for pair in found:
+        pair.state = P.SMPL if delete else P.PSUS
+        if delete:
+            pair.bitmap = None
+            fw.tsq.pop(fw.tsq_unit_of(pair), None)
+    for site in sorted({p.r_site for p in found}):
+        fw.send(site, {"kind": MsgKind.PAIR_SPLIT.value, "delete": delete,
+                       "pairs": [p.name for p in found if p.r_site == site]})
+    return {"ok": True, "pairs": [p.name for p in found], "state": P.SMPL if delete else P.PSUS}
+
+
+def cmd_horctakeover(fw: FirmwareHost, now_ns: int, req: HorcTakeover) -> dict:
+    """Make the R-DEVs writable (SSWS).  A recovery copy in progress is first
+    rolled back as on timeout, so the takeover image is consistent."""
+    found = fw.pairs.select(req.target)
+    bad = [p.name for p in found if p.r_site != fw.site]
+    if bad:
+        raise ValueError(f"pairs {bad} are not remote at {fw.site}")
+    result = None
+    if any(RR.covers(fw.rsession, p.name) for p in found):
+        result = RR.s515_timeout(fw, now_ns, fw.rsession, reason="takeover")
+    for pair in found:
+        pair.state = P.SSWS
+    return {"ok": True, "pairs": [p.name for p in found], "rollback": result}

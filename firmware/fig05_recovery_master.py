@@ -10,15 +10,19 @@ that when the remote rolls back (or may have) the bits are set again.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from firmware import fig04_pairs as P
-from firmware.protocol import SAVE_OLD, STAGE_NEW, MsgKind
+from firmware import pair_table as P
+from firmware.protocol import METHODS, ORDERS, SAVE_OLD, STAGE_NEW, UNITS, MsgKind, PairResync
+
+if TYPE_CHECKING:
+    from firmware.context import FirmwareHost
 
 INIT, RECOVERY = "init", "recovery"
-ORDERS = ("bitmap", "time")
 
 
 def compute_n(ldev_count: int, disk_count: int, parity_disks: int, spare_disks: int,
@@ -68,7 +72,7 @@ class MasterSession:
 
 # ---------------------------------------------------------------- 401-406
 
-def s401_receive_instruction(fw, sid: int, pairs: list, opts: dict) -> MasterSession:
+def s401_receive_instruction(fw: FirmwareHost, sid: int, pairs: list, opts: dict) -> MasterSession:
     """401: "recovery-copy instruction event (host CPU or SVP)"."""
     session = MasterSession(sid=sid, kind=RECOVERY, remote_site=pairs[0].r_site,
                             pair_names=[p.name for p in pairs], window=int(opts["window"]),
@@ -83,20 +87,20 @@ def s401_receive_instruction(fw, sid: int, pairs: list, opts: dict) -> MasterSes
     return session
 
 
-def s402_get_max_time(fw, session: MasterSession, opts: dict) -> int:
+def s402_get_max_time(fw: FirmwareHost, session: MasterSession, opts: dict) -> int:
     """402: "get the allowed maximum time T from the SVP"."""
     max_time_ns = int(opts["max_time_ns"])
     fw.trace(402, "rc_max_time", sid=session.sid, max_time_ns=max_time_ns)
     return max_time_ns
 
 
-def s403_request_config(fw, session: MasterSession) -> None:
+def s403_request_config(fw: FirmwareHost, session: MasterSession) -> None:
     """403: "get the remote's configuration: cache capacity, parity tracks, spare disks"."""
     fw.send(session.remote_site, {"kind": MsgKind.RC_CONFIG_REQ.value, "sid": session.sid})
     fw.trace(403, "rc_config_requested", sid=session.sid)
 
 
-def s404_compute_n(fw, session: MasterSession, config: dict) -> None:
+def s404_compute_n(fw: FirmwareHost, session: MasterSession, config: dict) -> None:
     """404: "from the user's conditions (keep RAID5 level or not, spare disks
     usable or not, maximum cache occupancy for saved data) compute the
     save-area capacity and n"."""
@@ -120,7 +124,7 @@ def s404_compute_n(fw, session: MasterSession, config: dict) -> None:
     fw.trace(404, "rc_n_computed", sid=session.sid, **session.plan)
 
 
-def s405_send_start(fw, session: MasterSession) -> None:
+def s405_send_start(fw: FirmwareHost, session: MasterSession) -> None:
     """405: "tell the remote to start; send T and the other parameters"."""
     opts = session.options
     fw.send(session.remote_site, {
@@ -132,7 +136,7 @@ def s405_send_start(fw, session: MasterSession) -> None:
     fw.trace(405, "rc_start_sent", sid=session.sid)
 
 
-def s406_ready_received(fw, now_ns: int, session: MasterSession, msg: dict) -> None:
+def s406_ready_received(fw: FirmwareHost, now_ns: int, session: MasterSession, msg: dict) -> None:
     """406: "wait for the remote's answer"."""
     fw.trace(406, "rc_ready_received", sid=session.sid, ok=msg["ok"])
     if not msg["ok"]:
@@ -159,7 +163,7 @@ def frees_on_reached(session: MasterSession) -> bool:
     return session.method in (SAVE_OLD, STAGE_NEW) and session.unit == "ldev"
 
 
-def s412_admit_next(fw, session: MasterSession) -> None:
+def s412_admit_next(fw: FirmwareHost, session: MasterSession) -> None:
     """412: "admit the next waiting pair (at most n at once)" — and, beyond
     the patent, only while the save area can hold its differential tracks."""
     while session.waiting and len(session.active) < session.n_max:
@@ -188,7 +192,7 @@ def s412_admit_next(fw, session: MasterSession) -> None:
 
 # ---------------------------------------------------------------- 407-411 loop
 
-def pump(fw, session: MasterSession) -> None:
+def pump(fw: FirmwareHost, session: MasterSession) -> None:
     """Keep up to `window` tracks outstanding; detect reached pairs and completion."""
     progress = True
     while progress and session.phase == "copying":
@@ -206,7 +210,7 @@ def pump(fw, session: MasterSession) -> None:
         s413_complete(fw, session)
 
 
-def done_sending(fw, session: MasterSession, name: str) -> bool:
+def done_sending(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
     pair = fw.pairs.get(name)
     if name in session.time_units:
         queue = fw.tsq[session.time_units[name]]
@@ -218,7 +222,7 @@ def done_sending(fw, session: MasterSession, name: str) -> bool:
     return pair.bitmap.next_set(0) is None
 
 
-def send_one(fw, session: MasterSession) -> bool:
+def send_one(fw: FirmwareHost, session: MasterSession) -> bool:
     """Round-robin over active pairs: send the next marked track of one of them."""
     count = len(session.active)
     for i in range(count):
@@ -233,7 +237,7 @@ def send_one(fw, session: MasterSession) -> bool:
     return False
 
 
-def send_from_bitmap(fw, session: MasterSession, name: str) -> bool:
+def send_from_bitmap(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
     pair = fw.pairs.get(name)
     if not session.searched[name]:
         track = s407_search(fw, session, pair)
@@ -247,7 +251,7 @@ def send_from_bitmap(fw, session: MasterSession, name: str) -> bool:
     return True
 
 
-def send_from_queue(fw, session: MasterSession, name: str) -> bool:
+def send_from_queue(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
     """Time-series order (claim 3): send the oldest valid node of the unit."""
     queue = fw.tsq[session.time_units[name]]
     while len(queue):
@@ -264,14 +268,14 @@ def send_from_queue(fw, session: MasterSession, name: str) -> bool:
     return False
 
 
-def s407_search(fw, session: MasterSession, pair) -> int | None:
+def s407_search(fw: FirmwareHost, session: MasterSession, pair) -> int | None:
     """407: "search the differential bitmap for a marked track"."""
     track = pair.bitmap.next_set(0)
     fw.trace(407, "bitmap_search", sid=session.sid, pair=pair.name, track=track)
     return track
 
 
-def s410_search_next(fw, session: MasterSession, pair) -> int | None:
+def s410_search_next(fw: FirmwareHost, session: MasterSession, pair) -> int | None:
     """410: "search the next marked track (loop 407-410)"."""
     track = pair.bitmap.next_set(session.cursor[pair.name])
     if track is None:
@@ -280,7 +284,7 @@ def s410_search_next(fw, session: MasterSession, pair) -> int | None:
     return track
 
 
-def s408_issue_write(fw, session: MasterSession, pair, track: int, offset_sectors: int,
+def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, track: int, offset_sectors: int,
                      data: bytes) -> None:
     """408: "build and issue a write command carrying that track"."""
     if pair.name not in session.time_units:
@@ -289,13 +293,14 @@ def s408_issue_write(fw, session: MasterSession, pair, track: int, offset_sector
     session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
     session.outstanding[pair.name] += 1
     session.in_flight += 1
+    assert session.in_flight <= session.window, f"{session.in_flight} tracks in flight, window {session.window}"
     fw.send(session.remote_site, {"kind": MsgKind.COPY_TRACK.value, "sid": session.sid, "pair": pair.name,
                                   "track": track, "offset": offset_sectors, "data": data})
     fw.trace(408 if session.kind == RECOVERY else 353, "track_sent", sid=session.sid,
              pair=pair.name, track=track, in_flight=session.in_flight)
 
 
-def s409_write_end(fw, now_ns: int, session: MasterSession, msg: dict) -> None:
+def s409_write_end(fw: FirmwareHost, now_ns: int, session: MasterSession, msg: dict) -> None:
     """409: "wait for the remote's write-end report"."""
     name = msg["pair"]
     fw.trace(409 if session.kind == RECOVERY else 353, "write_end", sid=session.sid, pair=name,
@@ -305,10 +310,12 @@ def s409_write_end(fw, now_ns: int, session: MasterSession, msg: dict) -> None:
         return
     session.outstanding[name] -= 1
     session.in_flight -= 1
+    assert session.outstanding[name] >= 0 and session.in_flight >= 0, \
+        f"write-end without a write in flight (pair {name}, sid {session.sid})"
     pump(fw, session)
 
 
-def s411_reached(fw, session: MasterSession, name: str) -> None:
+def s411_reached(fw: FirmwareHost, session: MasterSession, name: str) -> None:
     """411: "when all of pair i is sent: send 'recovery reached' for pair i"."""
     pair = fw.pairs.get(name)
     session.active.remove(name)
@@ -327,7 +334,7 @@ def s411_reached(fw, session: MasterSession, name: str) -> None:
     fw.trace(411, "recovery_reached", sid=session.sid, pair=name)
 
 
-def s413_complete(fw, session: MasterSession) -> None:
+def s413_complete(fw: FirmwareHost, session: MasterSession) -> None:
     """413: "when all pairs are done: send 'recovery copy complete'"."""
     if session.kind == INIT:
         fw.sessions.pop(session.sid, None)
@@ -337,7 +344,7 @@ def s413_complete(fw, session: MasterSession) -> None:
     fw.trace(413, "recovery_complete_sent", sid=session.sid)
 
 
-def completion_acked(fw, session: MasterSession, msg: dict) -> None:
+def completion_acked(fw: FirmwareHost, session: MasterSession, msg: dict) -> None:
     """The remote confirmed 520: the recovery copy is over, every pair mirrors."""
     if not msg["ok"]:
         abort(fw, session, list(session.pair_names), reason="remote had rolled back")
@@ -350,7 +357,7 @@ def completion_acked(fw, session: MasterSession, msg: dict) -> None:
     fw.trace(None, "recovery_copy_done", sid=session.sid)
 
 
-def abort(fw, session: MasterSession, rolled_back: list[str], reason: str) -> None:
+def abort(fw: FirmwareHost, session: MasterSession, rolled_back: list[str], reason: str) -> None:
     """The copy failed (link down, remote timeout, refusal, deadline): every
     pair the remote rolled back (or may have) gets back the bits of the
     tracks it sent, and is suspended by error."""
@@ -365,3 +372,67 @@ def abort(fw, session: MasterSession, rolled_back: list[str], reason: str) -> No
     fw.cancel_timer(session.timer_name)
     fw.sessions.pop(session.sid, None)
     fw.trace(None, "recovery_copy_aborted", sid=session.sid, reason=reason, rolled_back=rolled_back)
+
+
+# ------------------------------------------------------------ peer messages and the command
+RESYNC_DEFAULTS = {"method": SAVE_OLD, "order": "bitmap", "window": 1, "unit": "ldev"}
+
+
+def on_rc_config(fw: FirmwareHost, now_ns, from_site, msg):
+    session = fw.sessions.get(msg["sid"])
+    if session is None or session.phase != "config":
+        return
+    s404_compute_n(fw, session, msg)
+    s405_send_start(fw, session)
+
+
+def on_rc_ready(fw: FirmwareHost, now_ns, from_site, msg):
+    session = fw.sessions.get(msg["sid"])
+    if session is not None and session.phase == "starting":
+        s406_ready_received(fw, now_ns, session, msg)
+
+
+def on_rc_complete_ack(fw: FirmwareHost, now_ns, from_site, msg):
+    session = fw.sessions.get(msg["sid"])
+    if session is not None:
+        completion_acked(fw, session, msg)
+
+
+def on_rc_aborted(fw: FirmwareHost, now_ns, from_site, msg):
+    session = fw.sessions.get(msg["sid"])
+    if session is not None:
+        abort(fw, session, list(msg["rolled_back"]), reason="remote timed out and rolled back")
+
+
+def resync_options(fw: FirmwareHost, req: PairResync) -> dict:
+    opts = {**RESYNC_DEFAULTS, **{k: fw.params[k] for k in
+            ("keep_raid5", "spares_usable", "cache_save_threshold_tracks")}}
+    opts.update({f.name: getattr(req, f.name) for f in fields(req)
+                 if f.name != "target" and getattr(req, f.name) is not None})
+    if "max_time_ns" not in opts or int(opts["max_time_ns"]) <= 0:
+        raise ValueError("pairresync needs max_time_ns > 0")
+    if opts["method"] not in METHODS or opts["order"] not in ORDERS or opts["unit"] not in UNITS:
+        raise ValueError(f"bad method/order/unit {opts['method']}/{opts['order']}/{opts['unit']}")
+    if int(opts["window"]) < 1:
+        raise ValueError(f"window must be >= 1, got {opts['window']}")
+    return opts
+
+
+def cmd_pairresync(fw: FirmwareHost, now_ns: int, req: PairResync) -> dict:
+    """401: the recovery-copy instruction; one copy session per remote site."""
+    found = P.master_pairs(fw, req.target)
+    opts = resync_options(fw, req)
+    bad = [(p.name, p.state) for p in found if p.state not in (P.PSUS, P.PSUE) or p.sid is not None]
+    if bad:
+        raise ValueError(f"pairresync needs PSUS/PSUE pairs not in a copy: {bad}")
+    if req.format_shortcut is not None:
+        fw.params["format_shortcut"] = bool(req.format_shortcut)
+    sids = []
+    for site in sorted({p.r_site for p in found}):
+        sid = fw.next_sid
+        fw.next_sid += 1
+        session = s401_receive_instruction(fw, sid, [p for p in found if p.r_site == site], opts)
+        fw.sessions[sid] = session
+        s403_request_config(fw, session)
+        sids.append(sid)
+    return {"ok": True, "sids": sids, "pairs": [p.name for p in found]}

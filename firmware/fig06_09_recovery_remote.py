@@ -14,15 +14,19 @@ acknowledging data it cannot protect.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
-from firmware import fig04_pairs as P
-from firmware.protocol import NONE, SAVE_OLD, STAGE_NEW, MsgKind  # noqa: F401 (NONE: used by importers)
-from firmware.fig10_11_save_area import SaveAreaBitmap, SaveAreaFull, SavedDataQueue, SavedNode
+from firmware import pair_table as P
+from firmware.protocol import NONE, SAVE_OLD, STAGE_NEW, MsgKind
+from firmware.fig10_11_save_area import (SaveAreaBitmap, SaveAreaFull, SavedDataQueue, SavedNode,
+                                         assert_accounting)
 from firmware.store import SaveMediaError
 
-METHODS = (SAVE_OLD, STAGE_NEW, NONE)
-UNITS = ("ldev", "group")
+if TYPE_CHECKING:
+    from firmware.context import FirmwareHost
+
 
 
 @dataclass
@@ -59,7 +63,7 @@ class RemoteSession:
 
 # ---------------------------------------------------------------- 501-504
 
-def s501_receive_start(fw, now_ns: int, from_site: str, msg: dict) -> None:
+def s501_receive_start(fw: FirmwareHost, now_ns: int, from_site: str, msg: dict) -> None:
     """501: "receive the start instruction"."""
     fw.trace(501, "rc_start_received", sid=msg["sid"], master=from_site, pairs=msg["pairs"])
     if fw.rsession is not None and fw.rsession.master_site == from_site:
@@ -85,7 +89,7 @@ def s501_receive_start(fw, now_ns: int, from_site: str, msg: dict) -> None:
     s504_answer_ready(fw, session)
 
 
-def s502_start_watchdog(fw, now_ns: int, session: RemoteSession) -> None:
+def s502_start_watchdog(fw: FirmwareHost, now_ns: int, session: RemoteSession) -> None:
     """502: "start the watchdog timer for T; prepare"."""
     session.watchdog_at_ns = now_ns + session.max_time_ns
     fw.set_timer(session.timer_name, session.watchdog_at_ns)
@@ -94,19 +98,19 @@ def s502_start_watchdog(fw, now_ns: int, session: RemoteSession) -> None:
     fw.trace(502, "rc_watchdog_set", sid=session.sid, at_ns=now_ns + session.max_time_ns)
 
 
-def s503_set_in_progress(fw, session: RemoteSession) -> None:
+def s503_set_in_progress(fw: FirmwareHost, session: RemoteSession) -> None:
     """503: "set the 'recovery copy in progress' flag"."""
     session.in_progress = True
     fw.trace(503, "rc_flag_set", sid=session.sid)
 
 
-def s504_answer_ready(fw, session: RemoteSession) -> None:
+def s504_answer_ready(fw: FirmwareHost, session: RemoteSession) -> None:
     """504: "answer the master 'ready'"."""
     fw.send(session.master_site, {"kind": MsgKind.RC_READY.value, "sid": session.sid, "ok": True, "error": None})
     fw.trace(504, "rc_ready_sent", sid=session.sid)
 
 
-def s505_wait(fw, session: RemoteSession, event: str) -> None:
+def s505_wait(fw: FirmwareHost, session: RemoteSession, event: str) -> None:
     """505: "wait; the loop 505/514/515 reacts to: a write command, the
     completion report, or the timer"."""
     fw.trace(505, "rc_wait_event", sid=session.sid, got=event)
@@ -118,7 +122,7 @@ def covers(session: RemoteSession | None, pair_name: str) -> bool:
     return session is not None and session.in_progress and pair_name in session.pair_names
 
 
-def protected_write(fw, session: RemoteSession, pair, track: int, offset_sectors: int,
+def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, offset_sectors: int,
                     data: bytes) -> str | None:
     """One incoming write (recovery track or mirrored update) during the
     recovery copy.  Returns None when stored, or an error string (nothing changed)."""
@@ -185,7 +189,7 @@ def frees_on_reached(session: RemoteSession, pair_name: str) -> bool:
     return session.method in (SAVE_OLD, STAGE_NEW) and session.unit == "ldev" and pair_name in session.reached
 
 
-def free_pair_saves(fw, session: RemoteSession, pair) -> None:
+def free_pair_saves(fw: FirmwareHost, session: RemoteSession, pair) -> None:
     for node in session.saved.ldev_nodes(pair.r_ldev):
         if node.cache_addr is not None:
             session.cache.pop(node.cache_addr, None)
@@ -194,13 +198,13 @@ def free_pair_saves(fw, session: RemoteSession, pair) -> None:
     session.saved.drop_ldev(pair.r_ldev)
 
 
-def s506_compute_target(fw, pair, track: int) -> tuple[int, int]:
+def s506_compute_target(fw: FirmwareHost, pair, track: int) -> tuple[int, int]:
     """506: "compute the target address on the backup drive"."""
     fw.trace(506, "rc_target", pair=pair.name, ldev=pair.r_ldev, track=track)
     return pair.r_ldev, track
 
 
-def s507_store_in_cache(fw, session: RemoteSession, ldev: int, track: int, offset_sectors: int,
+def s507_store_in_cache(fw: FirmwareHost, session: RemoteSession, ldev: int, track: int, offset_sectors: int,
                         data: bytes) -> bytes:
     """507 / 751: "store the incoming track in cache".  A partial write is
     merged onto the current image of the track (the staged one in stage-new)."""
@@ -216,20 +220,20 @@ def s507_store_in_cache(fw, session: RemoteSession, ldev: int, track: int, offse
     return merged
 
 
-def current_track(fw, session: RemoteSession, ldev: int, track: int) -> bytes:
+def current_track(fw: FirmwareHost, session: RemoteSession, ldev: int, track: int) -> bytes:
     node = session.saved.find(ldev, track) if session.method == STAGE_NEW else None
     if node is not None:
         return load_saved(fw, session, node)
     return fw.read_home(ldev, track)
 
 
-def s508_report_write_end(fw, session: RemoteSession, pair_name: str, track: int) -> None:
+def s508_report_write_end(fw: FirmwareHost, session: RemoteSession, pair_name: str, track: int) -> None:
     """508 / 752: "report write-end to the master" (the caller sends the ack)."""
     fw.trace(508, "rc_write_end", pair=pair_name, track=track)
     fw.trace(752, "reported_stored", pair=pair_name, track=track)
 
 
-def s509_find_free_save_track(fw, session: RemoteSession, ldev: int, track: int,
+def s509_find_free_save_track(fw: FirmwareHost, session: RemoteSession, ldev: int, track: int,
                               pair_name: str) -> SavedNode:
     """509 / 753: "find a free save-area track (save-area bitmap 118, Fig. 10)".
     Under the cache threshold the save track is a cache slot (511)."""
@@ -253,7 +257,7 @@ def s509_find_free_save_track(fw, session: RemoteSession, ldev: int, track: int,
     return node
 
 
-def s510_read_old_and_record(fw, session: RemoteSession, node: SavedNode) -> bytes:
+def s510_read_old_and_record(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> bytes:
     """510 / 754 / 755: "read the old track into cache; record original
     device#, track#, save location (saved-data queue 119, Fig. 11)"."""
     old = fw.read_home(node.home_ldev, node.home_track)
@@ -264,7 +268,7 @@ def s510_read_old_and_record(fw, session: RemoteSession, node: SavedNode) -> byt
     return old
 
 
-def s511_keep_in_cache_or_s512_write_save(fw, session: RemoteSession, node: SavedNode,
+def s511_keep_in_cache_or_s512_write_save(fw: FirmwareHost, session: RemoteSession, node: SavedNode,
                                           data: bytes) -> str | None:
     """511: "while saved data stays under the cache threshold, keep it in
     cache only"; 512 / 757: "over the threshold, write saved data to the disk
@@ -286,13 +290,13 @@ def s511_keep_in_cache_or_s512_write_save(fw, session: RemoteSession, node: Save
     return None
 
 
-def s756_write_new_home(fw, ldev: int, track: int, data: bytes) -> None:
+def s756_write_new_home(fw: FirmwareHost, ldev: int, track: int, data: bytes) -> None:
     """756: "write the new track to its home on disk 113"."""
     fw.write_home(ldev, track, data)
     fw.trace(756, "new_track_home", ldev=ldev, track=track)
 
 
-def load_saved(fw, session: RemoteSession, node: SavedNode) -> bytes:
+def load_saved(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> bytes:
     """Saved/staged data of a node: cache first, else the save area (may raise SaveMediaError)."""
     if node.cache_addr is not None and node.cache_addr in session.cache:
         return session.cache[node.cache_addr]
@@ -301,7 +305,7 @@ def load_saved(fw, session: RemoteSession, node: SavedNode) -> bytes:
 
 # ---------------------------------------------------------------- 513, 514, 520
 
-def s513_record_reached(fw, session: RemoteSession, pair_name: str) -> None:
+def s513_record_reached(fw: FirmwareHost, session: RemoteSession, pair_name: str) -> None:
     """513 (read from Fig. 6): "recovery reached" for pair i is recorded."""
     s505_wait(fw, session, "reached")
     if pair_name in session.pair_names and pair_name not in session.reached:
@@ -314,7 +318,7 @@ def s513_record_reached(fw, session: RemoteSession, pair_name: str) -> None:
     fw.trace(513, "rc_reached_recorded", sid=session.sid, pair=pair_name)
 
 
-def s514_completion(fw, now_ns: int, session: RemoteSession) -> dict:
+def s514_completion(fw: FirmwareHost, now_ns: int, session: RemoteSession) -> dict:
     """514: "completion report -> 520"; stage-new (0067): apply every staged
     track to its home first, reading from parity/spare as needed."""
     s505_wait(fw, session, "complete")
@@ -326,9 +330,10 @@ def s514_completion(fw, now_ns: int, session: RemoteSession) -> dict:
     return s520_clear_flag(fw, session, outcome="complete")
 
 
-def s520_clear_flag(fw, session: RemoteSession, outcome: str) -> dict:
+def s520_clear_flag(fw: FirmwareHost, session: RemoteSession, outcome: str) -> dict:
     """520: "clear the flag; done".  Lent parity rows are released (parity
     recomputed by the DKC) and the save area is emptied."""
+    assert_accounting(session.save_bitmap, session.saved)   # Fig. 10 and Fig. 11 agree at the end
     session.in_progress = False
     for row_id in sorted(session.save_bitmap.lent):
         try:
@@ -352,13 +357,14 @@ def s520_clear_flag(fw, session: RemoteSession, outcome: str) -> dict:
 
 # ---------------------------------------------------------------- 515-519 and stage-new timeout
 
-def s515_timeout(fw, now_ns: int, session: RemoteSession, reason: str = "timer") -> dict:
+def s515_timeout(fw: FirmwareHost, now_ns: int, session: RemoteSession, reason: str = "timer") -> dict:
     """515: "timer expired -> 516 ... Consistency restored"; stage-new
     (0068): apply staged tracks of pairs that got "recovery reached",
     discard the others."""
     s505_wait(fw, session, reason)
     fw.trace(515, "rc_timeout", sid=session.sid, reason=reason)
     rolled = session.rolled_back_pairs()
+    assert_accounting(session.save_bitmap, session.saved)   # what the rollback reads is consistent
     if session.method == SAVE_OLD:
         for name in rolled:
             s516_restore_pair(fw, session, fw.pairs.get(name))
@@ -375,7 +381,7 @@ def s515_timeout(fw, now_ns: int, session: RemoteSession, reason: str = "timer")
     return result
 
 
-def s516_restore_pair(fw, session: RemoteSession, pair) -> None:
+def s516_restore_pair(fw: FirmwareHost, session: RemoteSession, pair) -> None:
     """516: "for every LDEV whose pair did NOT get 'recovery reached', look
     up saved data"."""
     nodes = session.saved.ldev_nodes(pair.r_ldev)
@@ -394,20 +400,20 @@ def s516_restore_pair(fw, session: RemoteSession, pair) -> None:
             fw.trace(None, "double_fault", **fault)
 
 
-def s517_in_cache(fw, session: RemoteSession, node: SavedNode) -> bool:
+def s517_in_cache(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> bool:
     """517: "in cache?"."""
     hit = node.cache_addr is not None and node.cache_addr in session.cache
     fw.trace(517, "saved_in_cache?", ldev=node.home_ldev, track=node.home_track, hit=hit)
     return hit
 
 
-def s518_restore_from_cache(fw, session: RemoteSession, node: SavedNode) -> None:
+def s518_restore_from_cache(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> None:
     """518: "yes: restore from cache"."""
     fw.write_home(node.home_ldev, node.home_track, session.cache[node.cache_addr])
     fw.trace(518, "restored_from_cache", ldev=node.home_ldev, track=node.home_track)
 
 
-def s519_restore_from_save_area(fw, session: RemoteSession, node: SavedNode) -> None:
+def s519_restore_from_save_area(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> None:
     """519: "no: read it from parity track / spare disk into cache, then
     write the old track back to its home".  An unreadable row is a double
     fault: reported, and the track is left as is (never wrong data)."""
@@ -426,7 +432,7 @@ def s519_restore_from_save_area(fw, session: RemoteSession, node: SavedNode) -> 
              row=node.save_row, slot=node.save_slot)
 
 
-def apply_staged(fw, session: RemoteSession, pair_names: list[str]) -> None:
+def apply_staged(fw: FirmwareHost, session: RemoteSession, pair_names: list[str]) -> None:
     """Stage-new (0067): apply the staged tracks of these pairs to their homes."""
     for name in pair_names:
         pair = fw.pairs.get(name)
@@ -442,3 +448,34 @@ def apply_staged(fw, session: RemoteSession, pair_names: list[str]) -> None:
                 continue
             fw.write_home(node.home_ldev, node.home_track, data)
         fw.trace(None, "staged_applied", pair=name)
+
+
+# ------------------------------------------------------------ peer messages
+
+
+def on_rc_config_req(fw: FirmwareHost, now_ns, from_site, msg):
+    """Remote side of 403: report cache, parity tracks and spare disks."""
+    counts = None
+    if fw.params.get("n_disks"):
+        counts = {"ldev_count": int(fw.params["n_ldevs"]), "disk_count": int(fw.params["n_disks"]),
+                  "parity_disks": int(fw.params["n_parity_disks"]),
+                  "spare_disks": int(fw.params["n_spare_disks"])}
+    rows = [(r.kind, r.tracks) for r in fw.save_media.rows()]
+    fw.send(from_site, {"kind": MsgKind.RC_CONFIG.value, "sid": msg["sid"], "rows": rows,
+                        "counts": counts})
+
+
+def on_rc_start(fw: FirmwareHost, now_ns, from_site, msg):
+    s501_receive_start(fw, now_ns, from_site, msg)
+
+
+def on_rc_reached(fw: FirmwareHost, now_ns, from_site, msg):
+    if fw.rsession is not None and fw.rsession.sid == msg["sid"]:
+        s513_record_reached(fw, fw.rsession, msg["pair"])
+
+
+def on_rc_complete(fw: FirmwareHost, now_ns, from_site, msg):
+    ok = fw.rsession is not None and fw.rsession.sid == msg["sid"] and fw.rsession.in_progress
+    if ok:
+        s514_completion(fw, now_ns, fw.rsession)
+    fw.send(from_site, {"kind": MsgKind.RC_COMPLETE_ACK.value, "sid": msg["sid"], "ok": ok})

@@ -59,6 +59,7 @@ class SaveAreaBitmap:
         raise SaveAreaFull("save area full")
 
     def free(self, row_id: int, slot: int) -> None:
+        assert self.in_use[row_id][slot], f"save-area bitmap: freeing row {row_id} slot {slot}, which is free"
         self.in_use[row_id][slot] = False
 
     def describe(self) -> list[dict]:
@@ -96,8 +97,11 @@ class SavedDataQueue:
     def enqueue(self, node: SavedNode) -> None:
         if len(self.index) >= self.max_nodes:
             raise SaveAreaFull(f"saved-data queue full ({self.max_nodes} nodes)")
+        key = (node.home_ldev, node.home_track)
+        # 506/507: only the first overwrite of a track during a copy saves its old data
+        assert key not in self.index, f"saved-data queue: LDEV {key[0]} track {key[1]} saved twice"
         self.queues.setdefault(node.home_ldev, []).append(node)
-        self.index[(node.home_ldev, node.home_track)] = node
+        self.index[key] = node
 
     def ldev_nodes(self, ldev: int) -> list[SavedNode]:
         return list(self.queues.get(ldev, []))
@@ -114,3 +118,19 @@ class SavedDataQueue:
     def drop_ldev(self, ldev: int) -> None:
         for node in self.queues.pop(ldev, []):
             self.index.pop((node.home_ldev, node.home_track), None)
+
+
+def assert_accounting(bitmap: SaveAreaBitmap, saved: SavedDataQueue) -> None:
+    """The save-area bitmap (Fig. 10) and the saved-data queue (Fig. 11) agree:
+    every node saved on a disk row holds a bit of the bitmap, no two nodes
+    share one, and the per-LDEV queues hold exactly the indexed nodes. (A
+    bit may outlive its node: a save track whose media failed stays marked,
+    so it is never handed out again.) O(nodes): called at the copy's end
+    and on rollback, not per track."""
+    on_disk = [(n.save_row, n.save_slot) for _, n in sorted(saved.index.items()) if n.save_row is not None]
+    assert len(set(on_disk)) == len(on_disk), "saved-data queue: two nodes on one save track"
+    for row_id, slot in on_disk:
+        assert bitmap.in_use[row_id][slot], f"saved node on row {row_id} slot {slot} not marked in the bitmap"
+    assert len(on_disk) <= bitmap.used_tracks(), "save-area bitmap counts fewer tracks than nodes use"
+    queued = sorted((n.home_ldev, n.home_track) for q in saved.queues.values() for n in q)
+    assert queued == sorted(saved.index), "saved-data queue: per-LDEV queues and index differ"

@@ -10,8 +10,12 @@ msgpack wire) whose ``"kind"`` is a ``MsgKind`` value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import MISSING, dataclass, field, fields
+from typing import ClassVar
 from enum import Enum
+
+import numpy as np
 
 #: bytes per sector of the host's block interface (SCSI/FBA)
 SECTOR_BYTES = 512
@@ -103,3 +107,166 @@ class DiskCost:
     ldev: int
     track: int
     nbytes: int
+
+
+# -- the wire boundary: what each peer message must carry ---------------------------------
+_SEQ = (list, tuple)
+_BYTES = (bytes, bytearray, memoryview)
+_INT = (numbers.Integral,)                    # numpy integers too (track numbers come from bitmaps)
+_BOOL = (bool, numbers.Integral, np.bool_)
+#: required fields of each message kind and their types; a message that does
+#: not match is malformed input from a peer (counted and dropped), so a
+#: handler may index its fields without guarding against a bad peer
+PEER_FIELDS: dict[str, dict[str, tuple]] = {
+    MsgKind.PAIR_CREATE.value: {"pairs": _SEQ, "mode": (str,)},
+    MsgKind.PAIR_CREATE_OK.value: {"pairs": _SEQ},
+    MsgKind.PAIR_READY.value: {"pair": (str,)},
+    MsgKind.PAIR_SPLIT.value: {"pairs": _SEQ, "delete": _BOOL},
+    MsgKind.COPY_TRACK.value: {"sid": _INT, "pair": (str,), "track": _INT, "offset": _INT, "data": _BYTES},
+    MsgKind.COPY_TRACK_ACK.value: {"sid": _INT, "pair": (str,), "track": _INT, "ok": _BOOL},
+    MsgKind.RC_WRITE.value: {"seq": _INT, "pieces": _SEQ},
+    MsgKind.RC_WRITE_ACK.value: {"seq": _INT, "ok": _BOOL},
+    MsgKind.RC_CONFIG_REQ.value: {"sid": _INT},
+    MsgKind.RC_CONFIG.value: {"sid": _INT, "rows": _SEQ},
+    MsgKind.RC_START.value: {"sid": _INT, "pairs": _SEQ, "max_time_ns": _INT, "method": (str,),
+                             "unit": (str,), "cache_save_threshold_tracks": _INT, "keep_raid5": _BOOL,
+                             "spares_usable": _BOOL},
+    MsgKind.RC_READY.value: {"sid": _INT, "ok": _BOOL},
+    MsgKind.RC_REACHED.value: {"sid": _INT, "pair": (str,)},
+    MsgKind.RC_COMPLETE.value: {"sid": _INT},
+    MsgKind.RC_COMPLETE_ACK.value: {"sid": _INT, "ok": _BOOL},
+    MsgKind.RC_ABORTED.value: {"sid": _INT, "rolled_back": _SEQ},
+}
+
+
+class MalformedMessage(ValueError):
+    """A peer message that breaks the protocol (foreign input, not our bug)."""
+
+
+def check_peer_message(msg: dict) -> int:
+    """Raise MalformedMessage unless ``msg`` has its kind's fields with the
+    right types; return the number of track-data bytes it carries."""
+    kind = msg.get("kind")
+    fields = PEER_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise MalformedMessage(f"unknown message kind {kind!r}")
+    for name, types in fields.items():
+        if not isinstance(msg.get(name), types):
+            raise MalformedMessage(f"{kind}: field {name!r} missing or not {'/'.join(t.__name__ for t in types)}")
+    nbytes = len(msg.get("data") or b"")
+    for piece in msg.get("pieces") or ():
+        if not (isinstance(piece, _SEQ) and len(piece) == 4 and isinstance(piece[0], str)
+                and isinstance(piece[1], numbers.Integral) and isinstance(piece[2], numbers.Integral) and isinstance(piece[3], _BYTES)):
+            raise MalformedMessage(f"{kind}: a piece is not (pair, track, offset, data)")
+        nbytes += len(piece[3])
+    return nbytes
+
+
+# -- console requests: a command reaches the firmware as one of these ------------------------
+@dataclass(frozen=True)
+class PairCreate:
+    """350: form pairs (target: a pair, a group or "*") and start the initial copy."""
+    NAME: ClassVar[str] = "paircreate"
+    target: str
+    mode: str = "sync"
+    fence: str = "never"
+
+
+@dataclass(frozen=True)
+class PairSplit:
+    """Split pairs (PSUS), or delete them (SMPL)."""
+    NAME: ClassVar[str] = "pairsplit"
+    target: str
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class PairResync:
+    """401: the recovery-copy instruction; None takes the firmware's setting."""
+    NAME: ClassVar[str] = "pairresync"
+    target: str
+    max_time_ns: int | None = None
+    method: str | None = None
+    order: str | None = None
+    window: int | None = None
+    unit: str | None = None
+    keep_raid5: bool | None = None
+    spares_usable: bool | None = None
+    cache_save_threshold_tracks: int | None = None
+    format_shortcut: bool | None = None
+
+
+@dataclass(frozen=True)
+class HorcTakeover:
+    """Make the R-DEVs writable (SSWS), rolling back a recovery copy in progress."""
+    NAME: ClassVar[str] = "horctakeover"
+    target: str
+
+
+@dataclass(frozen=True)
+class PairDisplay:
+    NAME: ClassVar[str] = "pairdisplay"
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Show:
+    """One of the firmware's views (``firmware.views.VIEWS``)."""
+    NAME: ClassVar[str] = "show"
+    what: str
+    ldev: int | None = None
+
+
+@dataclass(frozen=True)
+class SetParam:
+    NAME: ClassVar[str] = "set"
+    key: str
+    value: object
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """The DKC actor tells the firmware that the path to ``site`` went up or down."""
+    NAME: ClassVar[str] = "link"
+    site: str
+    up: bool
+
+
+Request = PairCreate | PairSplit | PairResync | HorcTakeover | PairDisplay | Show | SetParam | LinkState
+_REQUESTS = {cls.NAME: cls for cls in (PairCreate, PairSplit, PairResync, HorcTakeover, PairDisplay, Show,
+                                       SetParam)}
+#: every command name a console may send (for completion and help)
+COMMAND_NAMES = tuple(sorted(_REQUESTS))
+
+
+def request_to_wire(req: Request) -> dict:
+    """The msgpack-able dict that carries ``req`` to a DKC process."""
+    if isinstance(req, LinkState):
+        return {"cmd": "link_up" if req.up else "link_down", "site": req.site}
+    body = {f.name: getattr(req, f.name) for f in fields(req) if getattr(req, f.name) is not None}
+    return {"cmd": req.NAME, **body}
+
+
+def request_from_wire(cmd: dict) -> Request:
+    """Parse a wire dict; ValueError names what is wrong (unknown command,
+    missing or unknown field)."""
+    name = cmd.get("cmd")
+    if name in ("link_up", "link_down"):
+        return LinkState(site=_field(cmd, "site", name), up=name == "link_up")
+    cls = _REQUESTS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown command {name!r}")
+    known = {f.name for f in fields(cls)}
+    extra = sorted(k for k in cmd if k != "cmd" and k not in known)
+    if extra:
+        raise ValueError(f"{name}: unknown field(s) {', '.join(extra)}")
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    for key in required:
+        _field(cmd, key, name)
+    return cls(**{k: v for k, v in cmd.items() if k != "cmd"})
+
+
+def _field(cmd: dict, key: str, name: str):
+    if key not in cmd:
+        raise ValueError(f"{name}: missing key '{key}'")
+    return cmd[key]

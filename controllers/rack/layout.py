@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from controllers.devices.registry import class_path
 from emu import units
 from emu.config import array_of_tables, build_generic, known_keys, load_config, table
 from emu.params import ConfigError
@@ -283,7 +284,7 @@ def _assemble(rack, seed, path, sites, links, pairs, groups, rec, dkc) -> RackSp
     for host_index, (name, st) in enumerate(sites.items()):
         _site_actors(name, st, dkc, rec, pairs, link_of[name], host_index, actors, lks, regions)
     for ln in links:
-        actors.append(ActorSpec(ln["name"], "controllers.devices.link:Link", {
+        actors.append(ActorSpec(ln["name"], class_path("link"), {
             "a_site": ln["a"], "b_site": ln["b"], "propagation": ln["propagation_ns"],
             "bandwidth_bps": ln["bandwidth_bps"], "overhead": ln["overhead_ns"]}))
         for end in (ln["a"], ln["b"]):
@@ -301,19 +302,19 @@ def _site_actors(name, st, dkc, rec, pairs, peers, host_index, actors, lks, regi
     for d in st["disks"]:
         regions.append(RegionSpec(f"{d}.media", media_bytes))
         role = "spare" if int(d.rsplit("disk", 1)[1]) >= st["groups"] * (st["n_data"] + 1) else "member"
-        actors.append(ActorSpec(d, "controllers.devices.disk.actor:SmallDisk", {
+        actors.append(ActorSpec(d, class_path("disk"), {
             "preset": st["disk_preset"], "role": role, "dkc": f"{name}.dkc"}, [f"{d}.media"]))
         lks.append(LinkSpec(f"{name}.dkc", d, dkc["bus_latency_ns"]))
     regions.append(RegionSpec(f"{name}.dkc.nvm", NVM_BYTES))
     regions.append(RegionSpec(f"{name}.dkc.cache", max(1, dkc["cache_tracks"]) * st["track_bytes"]))
     site_pairs = [p for p in pairs if name in (p["m_site"], p["r_site"])]
-    actors.append(ActorSpec(f"{name}.dkc", "controllers.devices.dkc.actor:Dkc", {
+    actors.append(ActorSpec(f"{name}.dkc", class_path("dkc"), {
         "site": name, "layout": st, "cost": dkc, "pairs": site_pairs, "peers": peers,
         "recovery": {k: rec[k] for k in ("keep_raid5", "spares_usable", "format_shortcut")}},
         [f"{d}.media" for d in st["disks"]] + [f"{name}.dkc.nvm", f"{name}.dkc.cache"]))
-    actors.append(ActorSpec(f"{name}.host", "controllers.devices.host.actor:HostCpu", {
+    actors.append(ActorSpec(f"{name}.host", class_path("host"), {
         "site": name, "dkc": f"{name}.dkc", "host_index": host_index,
         "ldev_sectors": [ld["tracks"] * st["track_bytes"] // SECTOR_BYTES for ld in st["ldevs"]]}))
     lks.append(LinkSpec(f"{name}.host", f"{name}.dkc", dkc["channel_latency_ns"]))
-    actors.append(ActorSpec(f"{name}.svp", "controllers.devices.svp:Svp", {"site": name, "recovery": rec}))
+    actors.append(ActorSpec(f"{name}.svp", class_path("svp"), {"site": name, "recovery": rec}))
     lks.append(LinkSpec(f"{name}.svp", f"{name}.dkc", 10_000))

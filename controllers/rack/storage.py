@@ -14,9 +14,11 @@ import numpy as np
 from controllers.verify.checker import check, equals
 from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
+from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modules
 from controllers.rack.layout import load_storage_config
 from emu import units
-from firmware.protocol import SIGNAL_STEPS
+from firmware.protocol import (SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
+                               SetParam, Show, request_to_wire)
 from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
@@ -38,8 +40,7 @@ class StorageRack:
         self.groups = self.storage.groups
         self.links = {ln["name"]: ln for ln in self.storage.links}
         self.rack = Rack(self.spec, backend, trace_out=trace_out, keep_trace=keep_trace, realtime=realtime,
-                         preload=["controllers.devices.dkc.actor", "controllers.devices.host.actor", "controllers.devices.disk.actor",
-                                  "controllers.devices.link", "controllers.devices.svp", "firmware.raid.parity"])
+                         preload=preload_modules())
         self.down_sites: set[str] = set()
         self.suspension_images: dict[str, bytes] = {}   # pair -> remote image when it was suspended
         self.events: list[dict] = []                    # console history for the report
@@ -86,16 +87,18 @@ class StorageRack:
         if site in self.down_sites or not self.rack.alive(f"{site}.dkc"):
             raise CommandError(f"site {site}'s DKC is down")
 
-    def _fw(self, site: str, cmd: dict) -> dict:
+    def _fw(self, site: str, req: Request) -> dict:
+        """Send a typed request to the firmware of ``site``'s DKC (a mutating control)."""
         self._site_up(site)
-        result = self.rack.control(f"{site}.dkc", {"cmd": "fw", "fw": cmd})
+        result = self.rack.control(f"{site}.dkc", {"cmd": "fw", "fw": request_to_wire(req)})
         if not result.get("ok"):
             raise CommandError(result.get("error", "command failed"))
         return result
 
-    def _fw_query(self, site: str, cmd: dict) -> dict:
+    def _fw_query(self, site: str, req: Request) -> dict:
+        """Ask the firmware of ``site``'s DKC (read-only, outside virtual time)."""
         self._site_up(site)
-        result = self.rack.query(f"{site}.dkc", {"q": "fw", "cmd": cmd})
+        result = self.rack.query(f"{site}.dkc", {"q": "fw", "cmd": request_to_wire(req)})
         if not result.get("ok"):
             raise CommandError(result.get("error", "query failed"))
         return result
@@ -115,10 +118,9 @@ class StorageRack:
     def paircreate(self, target: str, mode: str | None = None, fence: str | None = None) -> dict:
         site = self._master_of(target)
         grp = self.groups.get(target, {})
-        cmd = {"cmd": "paircreate", "target": target, "mode": mode or grp.get("mode", "sync"),
-               "fence": fence or grp.get("fence", "never")}
-        out = self._fw(site, cmd)
-        self._log("paircreate", target=target, mode=cmd["mode"])
+        req = PairCreate(target, mode or grp.get("mode", "sync"), fence or grp.get("fence", "never"))
+        out = self._fw(site, req)
+        self._log("paircreate", target=target, mode=req.mode)
         return out
 
     def pairdisplay(self, target: str | None = None) -> list[dict]:
@@ -128,7 +130,7 @@ class StorageRack:
         for p in self.resolve(target):
             site = p["m_site"] if p["m_site"] not in self.down_sites else p["r_site"]
             try:
-                got = self._fw_query(site, {"cmd": "pairdisplay", "target": p["name"]})["pairs"]
+                got = self._fw_query(site, PairDisplay(p["name"]))["pairs"]
             except CommandError:
                 got = [{"name": p["name"], "group": p["group"], "state": "UNKNOWN",
                         "m": f"{p['m_site']}:{p['m_ldev']}", "r": f"{p['r_site']}:{p['r_ldev']}"}]
@@ -142,7 +144,7 @@ class StorageRack:
         return rows[0]["state"]
 
     def pairsplit(self, target: str, delete: bool = False) -> dict:
-        out = self._fw(self._master_of(target), {"cmd": "pairsplit", "target": target, "delete": delete})
+        out = self._fw(self._master_of(target), PairSplit(target, delete))
         self._log("pairsplit", target=target, delete=delete)
         return out
 
@@ -160,13 +162,13 @@ class StorageRack:
         for key, value in (("method", opts["method"]), ("order", opts["order"]), ("unit", opts["unit"])):
             convert_setting(key, value)
         self._capture_suspension_images(target)
-        out = self._fw(site, {"cmd": "pairresync", "target": target, **opts})
+        out = self._fw(site, PairResync(target=target, **opts))
         self._log("pairresync", target=target, **opts)
         return out
 
     def horctakeover(self, target: str) -> dict:
         sites = sorted({p["r_site"] for p in self.resolve(target)})
-        results = [self._fw(s, {"cmd": "horctakeover", "target": target}) for s in sites]
+        results = [self._fw(s, HorcTakeover(target)) for s in sites]
         self._log("horctakeover", target=target)
         return {"ok": True, "results": results}
 
@@ -193,7 +195,7 @@ class StorageRack:
             if key in FIRMWARE_SETTINGS and self.rack.alive(f"{s}.dkc"):
                 # conditions the DKC applies as it goes (1207 runs while suspended,
                 # long before a pairresync would carry the setting)
-                self._fw(s, {"cmd": "set", "key": key, "value": convert_setting(key, value)})
+                self._fw(s, SetParam(key, convert_setting(key, value)))
         self._log("set", key=key, value=value)
         return out
 
@@ -208,12 +210,12 @@ class StorageRack:
             out = {}
             for site in sorted(self.sites):
                 if site not in self.down_sites:
-                    out[site] = self._fw_query(site, {"cmd": "show", "what": what})
+                    out[site] = self._fw_query(site, Show(what))
             return out
         if what in ("bitmap", "queue"):
             if arg is None or not str(arg).isdigit():
                 raise CommandError(f"show {what} needs an LDEV number")
-            return self._fw_query(self._default_master(), {"cmd": "show", "what": what, "ldev": int(arg)})
+            return self._fw_query(self._default_master(), Show(what, int(arg)))
         if what == "disks":
             return self.device_stats()["disks"]
         if what == "cache":
@@ -448,27 +450,15 @@ class StorageRack:
 
     # -- report ------------------------------------------------------------------------------------------
     def device_stats(self) -> dict:
-        disks, links, dkcs = {}, {}, {}
+        """Each live device's figures, in the report section its registry entry names."""
+        out: dict[str, dict] = {section: {} for section in REPORT_SECTIONS}
         t = max(1, self.now_ns)
         for a in self.spec.actors:
-            if not self.rack.alive(a.name):
+            dev = by_path(a.cls)
+            if dev is None or dev.row is None or not self.rack.alive(a.name):
                 continue
-            if a.cls.endswith(":SmallDisk"):
-                q = self.rack.query(a.name, {})
-                disks[a.name] = {"ios": q["ios"], "busy_pct": round(100.0 * q["busy_ns"] / t, 2),
-                                 "backlog_ms": round(q["backlog_ns"] / 1e6, 3),
-                                 "queue_max": q["queue_max"], "failed": q["failed"], "role": q["role"]}
-            elif a.cls.endswith(":Link"):
-                q = self.rack.query(a.name, {})
-                links[a.name] = {"up": q["up"], "commands": q["commands"],
-                                 "bytes": q["bytes_sent"],
-                                 "util_pct": {s: round(100.0 * b / t, 2) for s, b in sorted(q["busy_ns"].items())}}
-            elif a.cls.endswith(":Dkc"):
-                q = self.rack.query(a.name, {"q": "stats"})
-                st = q["stats"]
-                dkcs[a.name] = {**st, "cache_hit_pct": round(100.0 * st["read_hits"] / max(1, st["reads"]), 2),
-                                "raid": q["raid"], "double_faults": q["double_faults"]}
-        return {"disks": disks, "links": links, "dkcs": dkcs}
+            out[dev.report][a.name] = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+        return out
 
     def host_stats(self) -> dict:
         """Per site: latencies per phase etc.; a host killed with its site

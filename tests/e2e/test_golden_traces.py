@@ -1,7 +1,7 @@
 """The redesign changed no behaviour: the demo (both backends) and every
 scenario script produce the trace whose sha256 was pinned before it
-(tests/e2e/golden_traces.json; the campaign seeds are pinned in
-test_campaign.py). A deliberate change updates the pins: see the file's
+(tests/e2e/golden_traces.json, which also pins the campaign seeds that
+test_campaign.py checks). A deliberate change updates the pins: see the file's
 ``_how_to_update``."""
 
 import io

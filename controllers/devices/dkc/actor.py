@@ -23,6 +23,7 @@ simply starts with a cold cache.
 
 from __future__ import annotations
 
+import numbers
 import pickle
 import struct
 from collections import OrderedDict
@@ -30,12 +31,14 @@ from collections import OrderedDict
 import numpy as np
 
 from firmware.dkc import DkcFirmware
-from firmware.protocol import SECTOR_BYTES, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone, SendPeer, SetTimer, Trace
+from firmware.protocol import (SECTOR_BYTES, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone, LinkState, SendPeer,
+                               SetTimer, Trace)
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.store import SaveMediaError, SaveRow
 from controllers.devices.link import message_bytes
 from emu.actor import Actor
 from emu.params import Param
+from emu.wire import body_problem
 
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
@@ -376,19 +379,22 @@ class Dkc(Actor):
 
     # -- events ---------------------------------------------------------------------------------
     def on_message(self, src, kind, body):
-        try:
-            handler = _HANDLERS[kind]
-        except KeyError:
+        """The DKC's wire boundary: a message of an unknown kind or whose body
+        breaks its schema (``_BODY_FIELDS``) is counted and dropped; anything
+        raised by a handler past this point is our bug and stops the run."""
+        handler = _HANDLERS.get(kind)
+        problem = "unknown kind" if handler is None else body_problem(body, _BODY_FIELDS[kind])
+        if problem is None and kind == "io" and body["op"] == "write" and not isinstance(body.get("data"), _BYTES):
+            problem = "write data must be bytes"
+        if problem is not None:
             self.stats["bad_messages"] += 1
+            self.trace("dkc.bad_message", kind=str(kind), error=problem)
             return
         try:
             handler(self, src, body)
         except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
             self.fw.double_faults.append({"where": kind, "error": str(exc)})
             self.trace("dkc.data_loss", kind=kind, error=str(exc))
-        except (KeyError, TypeError, AttributeError, IndexError) as exc:
-            self.stats["bad_messages"] += 1
-            self.trace("dkc.bad_message", kind=kind, error=type(exc).__name__)
 
     def on_io(self, src, body):
         op, ldev, lba, sectors = body["op"], int(body["ldev"]), int(body["lba"]), int(body["sectors"])
@@ -397,8 +403,6 @@ class Dkc(Actor):
         if op == "write":
             self.stats["writes"] += 1
             data = body["data"]
-            if not isinstance(data, (bytes, bytearray)):
-                raise TypeError("write data must be bytes")
             try:
                 acts = self.fw.host_write(self.now_ns, f"{src}|{body['id']}", ldev, lba, sectors, bytes(data))
             except DataLost as exc:   # a double fault: fail the write, never pretend it worked
@@ -421,9 +425,12 @@ class Dkc(Actor):
         for track in range(lba // spt, (lba + sectors - 1) // spt + 1):
             try:
                 grp, lt = self.array.locate(ldev, track)
-                ios += [(self.group_index[id(grp)], io) for io in grp.plan_read(lt)]
-            except (DataLossError, KeyError, ValueError):
-                pass
+                plan = grp.plan_read(lt)
+            except (ValueError, DataLossError):
+                # beyond the LDEV, or underivable: the firmware's answer in
+                # ``acts`` already says so, and there is no transfer to time
+                continue
+            ios += [(self.group_index[id(grp)], io) for io in plan]
         if not ios or len(self.pending_reads) >= PENDING_READS_MAX:
             self._execute(acts)
             return
@@ -476,15 +483,12 @@ class Dkc(Actor):
             self.stats["peer_dropped"] += 1
             return
         self.stats["peer_in"] += 1
-        msg = body["msg"]
-        if not isinstance(msg, dict):
-            raise TypeError("peer message must be a map")
-        self._execute(self.fw.peer_message(self.now_ns, site, msg))
+        self._execute(self.fw.peer_message(self.now_ns, site, body["msg"]))
 
     def on_link_state(self, src, body):
         peer, up = body["peer"], bool(body["up"])
         self.epochs[peer] = int(body["epoch"])
-        result, acts = self.fw.command(self.now_ns, {"cmd": "link_up" if up else "link_down", "site": peer})
+        result, acts = self.fw.command(self.now_ns, LinkState(peer, up))
         self._execute(acts)
 
     def on_timer(self, name, data):
@@ -553,10 +557,12 @@ class Dkc(Actor):
     def _issue_plan(self, ldev: int, track: int, write: bool, ident) -> int:
         try:
             grp, lt = self.array.locate(ldev, track)
-            g = self.group_index[id(grp)]
             plan = grp.plan_write(lt) if write else grp.plan_read(lt)
-        except (DataLossError, KeyError, ValueError):
+        except (DataLossError, ValueError):
+            # beyond the LDEV or underivable: the firmware reported it on its
+            # own path; here there is simply no transfer to charge
             return 0
+        g = self.group_index[id(grp)]
         for io in plan:
             self.stats["disk_ios"] += 1
             self.send(self._disk_name(g, io.disk), "io", {"id": ident, "op": io.op,
@@ -721,3 +727,12 @@ class Dkc(Actor):
 
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
+_INT = (numbers.Integral,)
+_BYTES = (bytes, bytearray, memoryview)
+#: what each inbound message must carry (checked in ``on_message``)
+_BODY_FIELDS = {
+    "io": {"op": (str,), "ldev": _INT, "lba": _INT, "sectors": _INT, "id": (object,)},
+    "io_done": {"id": (object,)},
+    "peer": {"from": (str,), "epoch": _INT, "msg": (dict,)},
+    "link_state": {"peer": (str,), "up": (bool,), "epoch": _INT},
+}
