@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emu.backends.base import RackError
 from emu.params import ConfigError
 
 RACKS_DIR = "racks"
@@ -105,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emu: interrupted", file=sys.stderr)
         return 130
+    except RackError as exc:
+        # a bug (ours), not bad input: the traceback, then one line naming the
+        # actor, the event and the virtual time; exit 70 (EX_SOFTWARE)
+        import traceback
+        traceback.print_exc()
+        if getattr(exc, "remote_traceback", ""):
+            print(exc.remote_traceback, file=sys.stderr, end="")
+        print(f"emu: internal error, the run stopped: {exc}", file=sys.stderr)
+        return 70
 
 
 # ---------------------------------------------------------------------------- run
@@ -311,6 +321,9 @@ def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
         if line == "__names__":
             return True, json.dumps({"targets": sorted(rack.groups) + sorted(rack.pairs),
                                      "procs": [a.name for a in rack.spec.actors]})
+        if line.startswith("__complete__ "):   # the remote console's tab completion
+            ask = json.loads(line.split(" ", 1)[1])
+            return True, json.dumps(SvpConsole(rack, stdout=io.StringIO()).complete_line(ask["line"], ask["text"]))
         out = io.StringIO()
         console = SvpConsole(rack, stdout=out)
         console.onecmd(line)
@@ -406,22 +419,23 @@ def _svp_tty(client) -> int:
     """The console of a running rack on this terminal: the commands and
     their completion are the local console's; each line runs in the rack."""
     import cmd as cmdmod
-    from controllers.operator.console import SvpConsole
     try:
         import readline  # noqa: F401  (history and completion)
     except ImportError:
         pass
-    names = json.loads(client.request("__names__")[1])
-    words = sorted({n[3:] for n in dir(SvpConsole) if n.startswith("do_") and n != "do_EOF"})
+
+    def ask(line: str, text: str) -> list[str]:
+        """Completion comes from the rack's own console declarations."""
+        return json.loads(client.request("__complete__ " + json.dumps({"line": line, "text": text}))[1])
 
     class Remote(cmdmod.Cmd):
         prompt = "svp> "
 
         def completenames(self, text, *ignored):
-            return [w for w in words if w.startswith(text)]
+            return ask(text, text)
 
         def completedefault(self, text, line, b, e):
-            return [w for w in names["targets"] + names["procs"] if w.startswith(text)]
+            return ask(line[:e], text)
 
         def emptyline(self):
             return False

@@ -7,6 +7,7 @@ the shared-memory regions, starts the actors and keeps the virtual clock
 the event was raised, so the stop time is the same in both backends), and
 faults at a virtual time: ``schedule(at_ns, "kill"|"restart", actor)``.
 ``close()`` always leaves no process, socket file or segment behind.
+The rack drives its backend only through ``emu.backends.base.Backend``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import IO
 
 from emu.actor import NEVER_NS
+from emu.backends.base import WATCH_SIGNAL, Backend
 from emu.backends.inline import InlineBackend
 from emu.shm import SharedRegion, new_rack_id
 from emu.spec import RackSpec, validate
@@ -39,7 +41,7 @@ class Rack:
         self.scheduled: list[tuple[int, int, str, str]] = []
         self.realtime = realtime
         self.regions: dict[str, SharedRegion] = {}
-        self.backend = None
+        self.backend: Backend | None = None
         self._closed = False
         self.wall_start_s = time.monotonic()
         try:
@@ -131,14 +133,14 @@ class Rack:
     def run_until_record(self, steps: set[int], count: int, limit_ns: int) -> int | None:
         """Inline only: stop right after the ``count``-th trace record whose
         step is in ``steps`` (a crash point); return its time, or None."""
-        if self.backend.name != "inline":
-            raise ValueError("exact crash points need the inline backend")
         seen = len(self.backend.signals)
-        self.backend.watch = [set(steps), int(count)]
-        self.now_ns = self.backend.run(self.now_ns + limit_ns, exact_signal="__watch__")
-        self.backend.watch = None
+        self.backend.set_watch(set(steps), int(count))  # ValueError where exact stops are impossible
+        try:
+            self.now_ns = self.backend.run(self.now_ns + limit_ns, exact_signal=WATCH_SIGNAL)
+        finally:
+            self.backend.clear_watch()
         for t, _who, sig in self.backend.signals[seen:]:
-            if sig == "__watch__":
+            if sig == WATCH_SIGNAL:
                 return t
         return None
 
@@ -167,11 +169,7 @@ class Rack:
         self.faults.append({"time_ns": self.now_ns, "actor": actor, "fault": "restart"})
 
     def _check_deaths(self) -> None:
-        dead = list(getattr(self.backend, "deaths", []))
-        if dead:
-            self.backend.deaths.clear()
-        dead += self.backend.poll_deaths()
-        for actor in dead:
+        for actor in self.backend.take_deaths():
             self._note("fault.died", actor=actor)
             self.faults.append({"time_ns": self.now_ns, "actor": actor, "fault": "died"})
 

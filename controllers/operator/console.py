@@ -12,17 +12,29 @@ from __future__ import annotations
 import cmd
 import shlex
 import sys
+from typing import Callable
 
 from tabulate import tabulate
 
-from controllers.rack.storage import CommandError, StorageRack
+from controllers.rack.storage import SHOW_VIEWS, CommandError, StorageRack, show_usage
 from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_STEPS
 from controllers.devices.svp import SETTABLE
 from emu import units
 
 FAULT_HELP = "fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down"
-SHOW_WHAT = ("config", "recovery-plan", "save-area", "bitmap", "queue", "disks", "cache", "time")
+SHOW_WHAT = tuple(SHOW_VIEWS)
 STATES = PAIR_STATES
+
+
+def command(complete: Callable[["SvpConsole"], list[str]] | None = None):
+    """Declare a console command in one place: the method ``do_NAME`` is its
+    handler, its docstring the help (usage line, what it does, an example),
+    ``complete`` the words tab completion offers after the command name
+    (local and remote consoles alike). ``install_completion`` wires them up."""
+    def mark(handler):
+        handler.complete_words = complete
+        return handler
+    return mark
 
 
 class ExpectFailed(Exception):
@@ -64,12 +76,28 @@ class SvpConsole(cmd.Cmd):
             return False
         try:
             return super().onecmd(line)
-        except (CommandError, ValueError, KeyError, LookupError) as exc:
+        except (CommandError, ValueError) as exc:
+            # bad input (ValueError: a unit or a setting that does not parse);
+            # anything else is our bug and stops the console loudly
             self._error(str(exc).strip("'\""))
         except ExpectFailed as exc:
             self.expect_failures.append(str(exc))
             self.say(f"expect failed: {exc}")
         return False
+
+    def _complete(self, text, words):
+        return [w for w in words if w.startswith(text)]
+
+    def _targets(self):
+        return sorted(self.rack.groups) + sorted(self.rack.pairs)
+
+    def complete_line(self, line: str, text: str) -> list[str]:
+        """Completion of ``text`` at the end of ``line`` (the remote console asks this)."""
+        words = line.split()
+        if not words or (len(words) == 1 and not line.endswith(" ")):
+            return [n for n in console_commands() if n.startswith(text)]
+        completer = getattr(self, f"complete_{words[0]}", None)
+        return completer(text, line, len(line) - len(text), len(line)) if completer else []
 
     @staticmethod
     def _args(arg: str) -> list[str]:
@@ -98,6 +126,7 @@ class SvpConsole(cmd.Cmd):
         return pos, opts
 
     # -- pair commands ----------------------------------------------------------------------
+    @command(complete=lambda c: c._targets() + ["--mode", "--fence", *MODES, *FENCES])
     def do_paircreate(self, arg):
         """paircreate GROUP|PAIR [--mode sync|async] [--fence data|status|never]
         Form pairs and start the initial copy (patent 350-353).
@@ -113,6 +142,7 @@ class SvpConsole(cmd.Cmd):
         out = self.rack.paircreate(pos[0], opts.get("mode"), opts.get("fence"))
         self.say(f"paircreate {pos[0]}: {', '.join(out.get('pairs', []))} -> COPY")
 
+    @command(complete=lambda c: c._targets())
     def do_pairdisplay(self, arg):
         """pairdisplay [GROUP|PAIR]
         Pair states as the master sees them.
@@ -127,6 +157,7 @@ class SvpConsole(cmd.Cmd):
         self.say(tabulate(table, headers=["Group", "Pair", "M LDEV", "R LDEV", "P/S", "Status", "Fence",
                                           "Copy%", "Diff tracks"]))
 
+    @command(complete=lambda c: c._targets() + ["-S"])
     def do_pairsplit(self, arg):
         """pairsplit GROUP | pairsplit -S GROUP
         Split pairs (PSUS), or with -S delete them (SMPL).
@@ -140,6 +171,8 @@ class SvpConsole(cmd.Cmd):
         self.rack.pairsplit(pos[0], delete)
         self.say(f"pairsplit {pos[0]}: {'SMPL' if delete else 'PSUS'}")
 
+    @command(complete=lambda c: c._targets() + ["--max-time", "--method", "--order", "--window", "--unit",
+                                                "--format-shortcut", *METHODS, *ORDERS])
     def do_pairresync(self, arg):
         """pairresync GROUP [--max-time T] [--method save-old|stage-new|none] [--order bitmap|time] [--window W] [--unit ldev|group]
         Start the recovery copy (patent 401-413); unset options come from the SVP (set ...).
@@ -164,6 +197,7 @@ class SvpConsole(cmd.Cmd):
         out = self.rack.pairresync(pos[0], **kw)
         self.say(f"pairresync {pos[0]}: recovery copy started for {', '.join(out.get('pairs', []))}")
 
+    @command(complete=lambda c: c._targets())
     def do_horctakeover(self, arg):
         """horctakeover GROUP|PAIR
         Make the remote's R-DEVs writable (SSWS); a recovery copy in progress is rolled back first.
@@ -176,6 +210,7 @@ class SvpConsole(cmd.Cmd):
         self.say(f"horctakeover {pos[0]}: SSWS")
 
     # -- settings -------------------------------------------------------------------------------
+    @command(complete=lambda c: sorted(SETTABLE))
     def do_set(self, arg):
         """set KEY VALUE
         Change an SVP setting: max_time, method, order, window, unit, keep_raid5, spares_usable, format_shortcut.
@@ -186,27 +221,21 @@ class SvpConsole(cmd.Cmd):
         self.rack.set(pos[0], pos[1])
         self.say(f"set {pos[0]} = {pos[1]}")
 
+    @command(complete=lambda c: list(SHOW_WHAT))
     def do_show(self, arg):
         """show config|recovery-plan|save-area|bitmap LDEV|queue LDEV|disks|cache|time
         Example: show recovery-plan"""
         pos = self._args(arg)
         if not pos or pos[0] not in SHOW_WHAT:
-            raise ValueError(f"usage: show {'|'.join(SHOW_WHAT)}")
+            raise ValueError(f"usage: show {'|'.join(show_usage())}")
         out = self.rack.show(pos[0], pos[1] if len(pos) > 1 else None)
-        if pos[0] == "time":
-            self.say(f"time {out['now']} ({out['now_ns']} ns)")
-        elif pos[0] == "disks":
-            self.say(tabulate([[n, d["role"], d["ios"], d["busy_pct"], d["queue_max"], d["failed"]]
-                               for n, d in sorted(out.items())],
-                              headers=["Disk", "Role", "I/Os", "Busy %", "Queue max", "Failed"]))
-        elif pos[0] == "bitmap":
-            for pair, tracks in sorted((k, v) for k, v in out.items() if k != "ok"):
-                self.say(f"{pair}: {len(tracks)} tracks set: {_ranges(tracks) or '-'}")
-        else:
-            import json
-            self.say(json.dumps(out, indent=1, sort_keys=True, default=str))
+        text = SHOW_FORMATS.get(pos[0], _show_json)(out)
+        if text:
+            self.say(text)
 
     # -- faults ------------------------------------------------------------------------------------
+    @command(complete=lambda c: ["link", "kill", "restart", "disk", "site", "down", "up", "fail", "slow"]
+             + sorted(c.rack.links) + [a.name for a in c.rack.spec.actors] + sorted(c.rack.sites))
     def do_fault(self, arg):
         """fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down
         Break the rack on purpose.
@@ -232,6 +261,7 @@ class SvpConsole(cmd.Cmd):
         self.say(f"fault {' '.join(w)}: done at {units.fmt_ns(self.rack.now_ns)}")
 
     # -- load -----------------------------------------------------------------------------------------
+    @command(complete=lambda c: ["start", "stop", "rw=", "bs=", "iodepth=", "ldevs=", "seed=", "site="])
     def do_workload(self, arg):
         """workload start NAME SPEC | workload stop NAME
         SPEC is fio-style key=value: rw bs iodepth rate_iops ldevs runtime zipf seed [site=NAME],
@@ -247,6 +277,7 @@ class SvpConsole(cmd.Cmd):
         else:
             raise ValueError("usage: workload start NAME SPEC | workload stop NAME")
 
+    @command()
     def do_phase(self, arg):
         """phase NAME
         Start a new report phase (latency and throughput are reported per phase).
@@ -258,6 +289,7 @@ class SvpConsole(cmd.Cmd):
         self.say(f"phase {pos[0]} at {units.fmt_ns(self.rack.now_ns)}")
 
     # -- time --------------------------------------------------------------------------------------------
+    @command(complete=lambda c: ["until", "IDLE"] + sorted(SIGNAL_STEPS.values()))
     def do_run(self, arg):
         """run DURATION | run until IDLE|EVENT [LIMIT]
         Advance virtual time. Events: pair.mirroring, recovery.reached, recovery.complete,
@@ -332,6 +364,7 @@ class SvpConsole(cmd.Cmd):
                              "pairs": {r["name"]: [r["state"], r.get("diff_tracks", 0)] for r in rows}})
 
     # -- checks ---------------------------------------------------------------------------------------------
+    @command()
     def do_verify(self, arg):
         """verify
         Check every remote image: dependent-write consistency per unit, and per pair
@@ -352,6 +385,8 @@ class SvpConsole(cmd.Cmd):
                      f"acknowledged writes missing {g.get('missing_acked', 0)}"
                      + ("" if g["consistent"] else f"; {'; '.join(g['reasons'][:3])}"))
 
+    @command(complete=lambda c: ["pair", "state", "consistent", "inconsistent", "equals-suspension"]
+             + c._targets() + list(STATES))
     def do_expect(self, arg):
         """expect pair P STATE | expect state GROUP STATE | expect consistent | expect inconsistent | expect equals-suspension P
         A self-check: a failed expect is reported and makes `emu run` exit 1.
@@ -387,6 +422,7 @@ class SvpConsole(cmd.Cmd):
                              "expect inconsistent | expect equals-suspension P")
         self.say(f"expect {' '.join(w)}: ok")
 
+    @command()
     def do_report(self, arg):
         """report
         Print the report tables (phases, devices, recovery copies, verify).
@@ -395,6 +431,7 @@ class SvpConsole(cmd.Cmd):
         self.last_report = build_report(self.rack)
         self.say(render_report(self.last_report))
 
+    @command(complete=lambda c: sorted(c.rack.sites))
     def do_export(self, arg):
         """export SITE:LDEV FILE
         Write the raw bytes of one LDEV image to FILE.
@@ -406,6 +443,7 @@ class SvpConsole(cmd.Cmd):
         out = self.rack.export(site, int(ldev), w[1])
         self.say(f"export {w[0]}: {out['bytes']} bytes -> {w[1]}")
 
+    @command()
     def do_quit(self, arg):
         """quit
         Leave the console (Ctrl-D too)."""
@@ -418,42 +456,43 @@ class SvpConsole(cmd.Cmd):
             self.say("")
         return True
 
-    # -- completion ------------------------------------------------------------------------------------------
-    def _complete(self, text, words):
-        return [w for w in words if w.startswith(text)]
 
-    def _targets(self):
-        return sorted(self.rack.groups) + sorted(self.rack.pairs)
+def _install_completion(console_cls) -> None:
+    """complete_NAME for every declared command (cmd.Cmd looks them up by name)."""
+    for name in console_commands():
+        words = getattr(getattr(console_cls, f"do_{name}"), "complete_words", None)   # help: cmd.Cmd's own
+        if words is not None:
+            setattr(console_cls, f"complete_{name}",
+                    lambda self, text, line, b, e, words=words: self._complete(text, words(self)))
 
-    def complete_paircreate(self, text, line, b, e):
-        return self._complete(text, self._targets() + ["--mode", "--fence", "sync", "async"])
 
-    complete_pairdisplay = complete_pairsplit = complete_horctakeover = complete_paircreate
+def console_commands() -> list[str]:
+    """The command names, from the declarations."""
+    return sorted(n[3:] for n in dir(SvpConsole) if n.startswith("do_") and n != "do_EOF")
 
-    def complete_pairresync(self, text, line, b, e):
-        return self._complete(text, self._targets() + ["--max-time", "--method", "--order", "--window", "--unit",
-                                                       *METHODS, *ORDERS])
 
-    def complete_set(self, text, line, b, e):
-        return self._complete(text, sorted(SETTABLE))
+_install_completion(SvpConsole)
 
-    def complete_show(self, text, line, b, e):
-        return self._complete(text, list(SHOW_WHAT))
 
-    def complete_fault(self, text, line, b, e):
-        procs = [a.name for a in self.rack.spec.actors]
-        return self._complete(text, ["link", "kill", "restart", "disk", "site", "down", "up", "fail"]
-                              + sorted(self.rack.links) + procs + sorted(self.rack.sites))
+def _show_json(out: dict) -> str:
+    import json
+    return json.dumps(out, indent=1, sort_keys=True, default=str)
 
-    def complete_expect(self, text, line, b, e):
-        return self._complete(text, ["pair", "state", "consistent", "inconsistent", "equals-suspension"]
-                              + self._targets() + list(STATES))
 
-    def complete_workload(self, text, line, b, e):
-        return self._complete(text, ["start", "stop", "rw=", "bs=", "iodepth=", "ldevs=", "seed=", "site="])
+def _show_disks(out: dict) -> str:
+    return tabulate([[n, d["role"], d["ios"], d["busy_pct"], d["queue_max"], d["failed"]]
+                     for n, d in sorted(out.items())],
+                    headers=["Disk", "Role", "I/Os", "Busy %", "Queue max", "Failed"])
 
-    def complete_run(self, text, line, b, e):
-        return self._complete(text, ["until", "IDLE"] + sorted(SIGNAL_STEPS.values()))
+
+def _show_bitmap(out: dict) -> str:
+    return "\n".join(f"{pair}: {len(tracks)} tracks set: {_ranges(tracks) or '-'}"
+                     for pair, tracks in sorted((k, v) for k, v in out.items() if k != "ok"))
+
+
+#: how ``show X`` prints each view of ``SHOW_VIEWS`` (JSON unless named here)
+SHOW_FORMATS = {"time": lambda out: f"time {out['now']} ({out['now_ns']} ns)", "disks": _show_disks,
+                "bitmap": _show_bitmap}
 
 
 def _ranges(values) -> str:

@@ -7,7 +7,7 @@ rack through this class; a method either does what it says or raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 
@@ -200,29 +200,40 @@ class StorageRack:
         return out
 
     def show(self, what: str, arg: str | None = None) -> dict:
-        if what == "config":
-            return {"settings": self.settings(), "sites": {n: {k: v for k, v in s.items() if k != "ldevs"}
-                                                           for n, s in self.sites.items()},
-                    "pairs": self.storage.pairs, "links": self.storage.links}
-        if what == "time":
-            return {"now_ns": self.now_ns, "now": units.fmt_ns(self.now_ns)}
-        if what in ("recovery-plan", "save-area"):
-            out = {}
-            for site in sorted(self.sites):
-                if site not in self.down_sites:
-                    out[site] = self._fw_query(site, Show(what))
-            return out
-        if what in ("bitmap", "queue"):
+        """``show X``: one of ``SHOW_VIEWS``; an LDEV argument where the view needs one."""
+        if what not in SHOW_VIEWS:
+            raise CommandError(f"unknown show {what!r} ({', '.join(show_usage())})")
+        view, needs_ldev = SHOW_VIEWS[what]
+        ldev = None
+        if needs_ldev:
             if arg is None or not str(arg).isdigit():
                 raise CommandError(f"show {what} needs an LDEV number")
-            return self._fw_query(self._default_master(), Show(what, int(arg)))
-        if what == "disks":
-            return self.device_stats()["disks"]
-        if what == "cache":
-            return {s: self.rack.query(f"{s}.dkc", {"q": "stats"}) for s in sorted(self.sites)
-                    if s not in self.down_sites}
-        raise CommandError(f"unknown show {what!r} (config, recovery-plan, save-area, bitmap LDEV, "
-                           "queue LDEV, disks, cache, time)")
+            ldev = int(arg)
+        return view(self, what, ldev)
+
+    def _show_config(self, what: str, ldev: int | None) -> dict:
+        return {"settings": self.settings(), "sites": {n: {k: v for k, v in s.items() if k != "ldevs"}
+                                                       for n, s in self.sites.items()},
+                "pairs": self.storage.pairs, "links": self.storage.links}
+
+    def _show_time(self, what: str, ldev: int | None) -> dict:
+        return {"now_ns": self.now_ns, "now": units.fmt_ns(self.now_ns)}
+
+    def _show_each_site(self, what: str, ldev: int | None) -> dict:
+        """A firmware view of every DKC that is up, by site."""
+        return {site: self._fw_query(site, Show(what)) for site in sorted(self.sites)
+                if site not in self.down_sites}
+
+    def _show_master(self, what: str, ldev: int | None) -> dict:
+        """A firmware view of one M-DEV at the default master."""
+        return self._fw_query(self._default_master(), Show(what, ldev))
+
+    def _show_disks(self, what: str, ldev: int | None) -> dict:
+        return self.device_stats()["disks"]
+
+    def _show_cache(self, what: str, ldev: int | None) -> dict:
+        return {s: self.rack.query(f"{s}.dkc", {"q": "stats"}) for s in sorted(self.sites)
+                if s not in self.down_sites}
 
     # -- faults ---------------------------------------------------------------------------------
     def fault_link(self, state: str, link: str | None = None) -> dict:
@@ -470,6 +481,24 @@ class StorageRack:
             elif site in self._dead_host_stats:
                 out[site] = self._dead_host_stats[site]
         return out
+
+
+#: ``show X``: name -> (view, needs an LDEV). The console's grammar, completion
+#: and help, and the error for an unknown view, all read this one table.
+SHOW_VIEWS: dict[str, tuple[Callable[[StorageRack, str, int | None], dict], bool]] = {
+    "config": (StorageRack._show_config, False),
+    "recovery-plan": (StorageRack._show_each_site, False),
+    "save-area": (StorageRack._show_each_site, False),
+    "bitmap": (StorageRack._show_master, True),
+    "queue": (StorageRack._show_master, True),
+    "disks": (StorageRack._show_disks, False),
+    "cache": (StorageRack._show_cache, False),
+    "time": (StorageRack._show_time, False),
+}
+
+
+def show_usage() -> list[str]:
+    return [f"{name} LDEV" if needs else name for name, (_view, needs) in SHOW_VIEWS.items()]
 
 
 def latency_summary(lat_ns: list[int]) -> dict:

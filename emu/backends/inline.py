@@ -3,56 +3,45 @@
 It delivers events in (time, source, sequence) order, which restricted to
 any one actor is exactly the order the ``processes`` backend gives it, so
 both backends produce the same trace. Used for fast tests and sweeps.
+A bug in an actor's handler is raised as ``ActorFailed`` (``emu.backends.base``).
 """
 
 from __future__ import annotations
 
 import heapq
 
-from emu.actor import NEVER_NS, TIMER, ActorHost
-from emu.spec import RackSpec, load_class
+from emu.actor import NEVER_NS, ActorHost
+from emu.backends.base import WATCH_SIGNAL, Backend, call_handler, event_failed, make_host
+from emu.spec import RackSpec
 
-INCARNATION_SEQ = 1 << 40
 
-
-class InlineBackend:
+class InlineBackend(Backend):
     name = "inline"
 
     def __init__(self, spec: RackSpec, typed: dict[str, dict], regions: dict, sink, record_trace=True):
-        self.spec = spec
-        self.typed = typed
-        self.regions = regions
-        self.sink = sink
-        self.record_trace = record_trace
-        self.index_of = spec.index_of()
-        self.latency = spec.latency_map()
+        super().__init__(spec, typed, regions, sink, record_trace)
         self.hosts: list[ActorHost | None] = [None] * len(spec.actors)
-        self.incarnation = [0] * len(spec.actors)
         self.heap: list[tuple] = []
-        self.events_handled = 0
-        self.rounds = 0
-        self.dropped_to_dead = 0
-        self.signals: list[tuple[int, str, str]] = []
-        #: crash-point watch: [steps, records left] -> a signal after the k-th matching record
-        self.watch: list | None = None
+        self._handled = 0
+        #: crash-point watch: the steps watched, or None when disarmed
+        self.watch_steps: set[int] | None = None
+        #: matching records still to come before the watch fires
+        self.watch_left = 0
+
+    @property
+    def events_handled(self) -> int:
+        return self._handled
 
     # -- lifecycle ------------------------------------------------------------
     def _make_host(self, i: int, now_ns: int) -> ActorHost:
-        a = self.spec.actors[i]
-        actor = load_class(a.cls)(a.name, self.typed[a.name])
-        inc = self.incarnation[i]
-        host = ActorHost(actor, i, self.index_of, self.latency[a.name],
-                         self.spec.seed + inc * 7919, {r: self.regions[r] for r in a.regions},
-                         self.record_trace)
-        host.seq = inc * INCARNATION_SEQ
-        host.now_ns = now_ns
-        return host
+        regions = {r: self.regions[r] for r in self.spec.actors[i].regions}
+        return make_host(self.host_job(i, now_ns), regions)
 
     def start(self) -> None:
         for i in range(len(self.spec.actors)):
             self.hosts[i] = self._make_host(i, 0)
         for i, host in enumerate(self.hosts):
-            host.start()
+            call_handler(host, "start", host.start)
             self._collect(host)
 
     def close(self) -> None:
@@ -77,8 +66,8 @@ class InlineBackend:
             host.outbox.clear()
         if host.records:
             records = host.take_records()
-            if self.watch is not None:
-                self._watch(records)
+            if self.watch_steps is not None:
+                self._count_watched(records)
             self.sink.add(records)
         if host.signals:
             for t, name in host.signals:
@@ -91,14 +80,21 @@ class InlineBackend:
             return True
         return any(sig == exact_signal for _t, _w, sig in self.signals[since:])
 
-    def _watch(self, records) -> None:
-        steps = self.watch[0]
+    # -- crash-point watch -------------------------------------------------------
+    def set_watch(self, steps: set[int], count: int) -> None:
+        self.watch_steps, self.watch_left = set(steps), int(count)
+
+    def clear_watch(self) -> None:
+        self.watch_steps = None
+
+    def _count_watched(self, records) -> None:
+        steps = self.watch_steps
         for r in records:
             if r[4] in steps:
-                self.watch[1] -= 1
-                if self.watch[1] == 0:
-                    self.signals.append((r[0], r[1], "__watch__"))
-                    self.watch = None
+                self.watch_left -= 1
+                if self.watch_left == 0:
+                    self.signals.append((r[0], r[1], WATCH_SIGNAL))
+                    self.watch_steps = None
                     return
 
     def next_ns(self) -> int:
@@ -117,7 +113,10 @@ class InlineBackend:
                 host = hosts[dst]
                 if host is None:
                     continue
-                host.dispatch((t, src, seq, kind, body))
+                try:
+                    host.dispatch((t, src, seq, kind, body))
+                except Exception as exc:
+                    raise event_failed(host, (t, src, seq, kind, body), exc) from exc
                 n += 1
                 if host.heap or host.outbox or host.records or host.signals:
                     self._collect(host)
@@ -128,31 +127,23 @@ class InlineBackend:
                 if n & 0x3FFF == 0:
                     self.sink.flush(t)
         finally:
-            self.events_handled += n
+            self._handled += n
             for host in hosts:
                 if host is not None and host.dirty:
-                    host.checkpoint()
+                    call_handler(host, "checkpoint", host.checkpoint)
         self.sink.flush(until_ns)
         return until_ns
 
     # -- console ----------------------------------------------------------------
     def control(self, actor: str, now_ns: int, command: dict) -> dict:
-        host = self._host(actor)
-        result = host.control(now_ns, command)
+        host = self.hosts[self._index_up(actor)]
+        result = call_handler(host, f"control {command.get('cmd')!r}", host.control, now_ns, command)
         self._collect(host)
         return result
 
     def query(self, actor: str, query: dict) -> dict:
-        return self._host(actor).actor.on_query(query)
-
-    def _host(self, actor: str) -> ActorHost:
-        i = self.index_of.get(actor)
-        if i is None:
-            raise KeyError(f"no actor named {actor!r}")
-        host = self.hosts[i]
-        if host is None:
-            raise LookupError(f"actor {actor!r} is down")
-        return host
+        host = self.hosts[self._index_up(actor)]
+        return call_handler(host, f"query {query.get('q')!r}", host.actor.on_query, query)
 
     # -- faults -------------------------------------------------------------------
     def kill(self, actor: str, now_ns: int) -> None:
@@ -169,11 +160,12 @@ class InlineBackend:
             raise LookupError(f"actor {actor!r} is running")
         self.incarnation[i] += 1
         host = self.hosts[i] = self._make_host(i, now_ns)
-        host.start(restart=True)
+        call_handler(host, "restart", host.start, True)
         self._collect(host)
 
     def alive(self, actor: str) -> bool:
         return self.hosts[self.index_of[actor]] is not None
 
     def poll_deaths(self) -> list[str]:
+        """No actor of this process can die by itself."""
         return []

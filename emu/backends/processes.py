@@ -15,11 +15,16 @@ every actor with work below its horizon; each granted actor handles all its
 events below H(A) in (time, source, sequence) order and answers once with
 its next event time, outbound messages, trace records and signals. Two
 frames per active actor per round, however many events it handled.
+
+A bug in an actor's handler ends its process with an ERROR frame naming
+the actor, the event and the virtual time; the coordinator raises it as
+``ActorFailed``, as the inline backend does.
 """
 
 from __future__ import annotations
 
 import ctypes
+import heapq
 import importlib
 import multiprocessing as mp
 import os
@@ -35,19 +40,15 @@ import zmq
 
 from emu import wire
 from emu.actor import NEVER_NS, ActorHost
-from emu.backends.inline import INCARNATION_SEQ
+from emu.backends.base import ActorFailed, Backend, RackError, call_handler, event_failed, make_host
 from emu.shm import SharedRegion
-from emu.spec import RackSpec, load_class
+from emu.spec import RackSpec
 from emu.wire import Cmd
 
 REPLY_TIMEOUT_S = 120.0       # a round taking this long means a stuck actor
 LIVENESS_POLL_MS = 100        # how often a waiting coordinator checks for dead children
 BASE_PRELOAD = ["emu.backends.processes", "numpy", "zmq", "msgpack"]
 _mp_ctx = None
-
-
-class RackError(RuntimeError):
-    """An actor failed (exception in a handler, or the protocol broke)."""
 
 
 def run_root() -> str:
@@ -116,15 +117,13 @@ def worker_main(job: dict) -> None:
     sock.setsockopt(zmq.IDENTITY, job["name"].encode())
     sock.connect(job["endpoint"])
     regions = {name: SharedRegion.attach(seg, name, size) for seg, name, size in job["regions"]}
-    actor = load_class(job["cls"])(job["name"], job["params"])
-    host = ActorHost(actor, job["index"], job["index_of"], job["latency"], job["seed"],
-                     regions, job["record_trace"])
-    host.seq = job["incarnation"] * INCARNATION_SEQ
-    host.now_ns = job["now_ns"]
+    host = make_host(job, regions)
     drops = wire.DropCounter(job["name"], log=lambda m: print(m, file=sys.stderr))
     sock.send(_pack(Cmd.HELLO, [job["name"], os.getpid()]))
     try:
         _worker_loop(sock, host, drops)
+    except ActorFailed as exc:
+        sock.send(_pack(Cmd.ERROR, _failure_body(exc, traceback.format_exc())))
     except Exception:
         sock.send(_pack(Cmd.ERROR, [f"{job['name']}: {traceback.format_exc()}"]))
     finally:
@@ -145,7 +144,7 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
         if cmd == Cmd.STOP:
             return
         if cmd == Cmd.QUERY:
-            answer = host.actor.on_query(body[0])
+            answer = call_handler(host, f"query {body[0].get('q')!r}", host.actor.on_query, body[0])
             answer = dict(answer) if isinstance(answer, dict) else {"answer": answer}
             answer.setdefault("_dropped_frames", drops.dropped)
             sock.send(_pack(Cmd.REPLY, [answer]))
@@ -154,19 +153,48 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
             horizon_ns, events = body
             for ev in events:
                 host.push(tuple(ev))
-            next_ns = host.run_until(horizon_ns)
-            host.checkpoint()
+            next_ns = _run_until(host, horizon_ns)
+            call_handler(host, "checkpoint", host.checkpoint)
             sock.send(_pack(Cmd.DONE, [next_ns, host.take_outbox(), host.take_records(),
                                        _take_signals(host), host.events_handled]))
             continue
         now_ns, command = body  # CONTROL
         if command.get("cmd") == "__start__":
-            host.start(restart=bool(command.get("restart")))
+            restart = bool(command.get("restart"))
+            call_handler(host, "restart" if restart else "start", host.start, restart)
             result = {"ok": True}
         else:
-            result = host.control(now_ns, command)
+            result = call_handler(host, f"control {command.get('cmd')!r}", host.control, now_ns, command)
         sock.send(_pack(Cmd.REPLY, [result, host.next_ns(), host.take_outbox(), host.take_records(),
                                     _take_signals(host)]))
+
+
+def _run_until(host: ActorHost, horizon_ns: int) -> int:
+    """``host.run_until(horizon_ns)``, with a handler's exception raised as
+    ``ActorFailed`` naming the event."""
+    heap = host.heap
+    while heap and heap[0][0] < horizon_ns:
+        event = heapq.heappop(heap)
+        try:
+            host.dispatch(event)
+        except Exception as exc:
+            raise event_failed(host, event, exc) from exc
+    return heap[0][0] if heap else NEVER_NS
+
+
+def _failure_body(exc: ActorFailed, tb: str) -> list:
+    """The ERROR frame of a failed handler: [text, actor, event, time_ns, cause, traceback]."""
+    return [f"{exc}\n{tb}", exc.actor, exc.event, exc.time_ns, exc.cause, tb]
+
+
+def _error_of(body) -> RackError:
+    """The exception an actor's ERROR frame stands for (``ActorFailed`` when
+    it names the actor, event and time; untrusted, so shape-checked)."""
+    if (isinstance(body, list) and len(body) == 6 and all(isinstance(x, str) for x in body[1:3])
+            and isinstance(body[3], int) and all(isinstance(x, str) for x in body[4:])):
+        _text, actor, event, time_ns, cause, tb = body
+        return ActorFailed(actor, event, time_ns, cause, remote_traceback=tb)
+    return RackError(str(body[0]) if isinstance(body, list) and body else "actor error")
 
 
 def _well_formed(cmd, body) -> bool:
@@ -197,16 +225,13 @@ def _take_signals(host: ActorHost) -> list:
 # ---------------------------------------------------------------------------
 # supervisor + coordinator
 # ---------------------------------------------------------------------------
-class ProcessesBackend:
+class ProcessesBackend(Backend):
     name = "processes"
 
     def __init__(self, spec: RackSpec, typed: dict[str, dict], regions: dict, sink,
                  record_trace=True, rack_id: str = "rack", preload: list[str] | None = None):
-        self.spec, self.typed, self.regions, self.sink = spec, typed, regions, sink
-        self.record_trace = record_trace
-        self.index_of = spec.index_of()
+        super().__init__(spec, typed, regions, sink, record_trace)
         self.names = [a.name for a in spec.actors]
-        self.latency = spec.latency_map()
         self.dist = spec.distances()
         n = len(self.names)
         self.host_next = np.full(n, NEVER_NS, dtype=np.int64)
@@ -214,12 +239,7 @@ class ProcessesBackend:
         self.pending_min = np.full(n, NEVER_NS, dtype=np.int64)
         self.procs: list = [None] * n
         self.alive_mask = np.zeros(n, dtype=bool)
-        self.incarnation = [0] * n
         self.events_by_actor = [0] * n
-        self.rounds = 0
-        self.dropped_to_dead = 0
-        self.signals: list[tuple[int, str, str]] = []
-        self.deaths: list[str] = []
         self.rundir = tempfile.mkdtemp(prefix=f"{rack_id}-", dir=run_root())
         os.chmod(self.rundir, 0o700)
         try:
@@ -252,13 +272,10 @@ class ProcessesBackend:
 
     # -- process management -------------------------------------------------------
     def _job(self, i: int, now_ns: int) -> dict:
-        a = self.spec.actors[i]
-        return {"name": a.name, "cls": a.cls, "params": self.typed[a.name], "index": i,
-                "index_of": self.index_of, "latency": self.latency[a.name],
-                "seed": self.spec.seed + self.incarnation[i] * 7919,
-                "incarnation": self.incarnation[i], "now_ns": now_ns,
-                "endpoint": self.endpoint, "record_trace": self.record_trace,
-                "regions": [self.regions[r].spec() for r in a.regions]}
+        job = self.host_job(i, now_ns)
+        job["endpoint"] = self.endpoint
+        job["regions"] = [self.regions[r].spec() for r in self.spec.actors[i].regions]
+        return job
 
     def _spawn(self, indices: list[int], now_ns: int, restart: bool) -> None:
         for i in indices:
@@ -322,6 +339,13 @@ class ProcessesBackend:
     def alive(self, actor: str) -> bool:
         return bool(self.alive_mask[self.index_of[actor]])
 
+    # -- crash-point watch -----------------------------------------------------------
+    def set_watch(self, steps: set[int], count: int) -> None:
+        raise ValueError("exact crash points need the inline backend")
+
+    def clear_watch(self) -> None:
+        """Nothing to disarm: a watch is never armed here."""
+
     def poll_deaths(self) -> list[str]:
         """Actors whose process died by itself (e.g. kill -9 from outside)."""
         dead = []
@@ -379,7 +403,7 @@ class ProcessesBackend:
                 self.drops.drop(str(exc))
                 continue
             if cmd == Cmd.ERROR:
-                raise RackError(str(body[0]) if body else "actor error")
+                raise _error_of(body)
             return frames[0].decode(), cmd, body
 
     def _await_reply(self, i: int):
@@ -423,7 +447,7 @@ class ProcessesBackend:
     def next_ns(self) -> int:
         return int(self.next_vector().min())
 
-    def run(self, until_ns: int, exact_signal: bool = False) -> int:
+    def run(self, until_ns: int, exact_signal: bool | str = False) -> int:
         if exact_signal:
             raise ValueError("exact stop on a signal needs the inline backend")
         while True:
@@ -473,12 +497,12 @@ class ProcessesBackend:
 
     # -- console -----------------------------------------------------------------------
     def control(self, actor: str, now_ns: int, command: dict) -> dict:
-        i = self._index_alive(actor)
+        i = self._index_up(actor)
         self._send(i, Cmd.CONTROL, [now_ns, command])
         return self._absorb_reply(i, self._await_reply(i))
 
     def query(self, actor: str, query: dict) -> dict:
-        i = self._index_alive(actor)
+        i = self._index_up(actor)
         self._send(i, Cmd.QUERY, [query])
         answer = self._await_reply(i)[0]
         answer.pop("_dropped_frames", None)
@@ -486,21 +510,13 @@ class ProcessesBackend:
 
     def raw_query(self, actor: str, query: dict) -> dict:
         """Like ``query`` but keeps the actor's count of dropped frames."""
-        i = self._index_alive(actor)
+        i = self._index_up(actor)
         self._send(i, Cmd.QUERY, [query])
         return self._await_reply(i)[0]
 
     def send_raw(self, actor: str, frame: bytes) -> None:
         """Test hook: put arbitrary bytes on the wire to an actor."""
         self.sock.send_multipart([actor.encode(), frame])
-
-    def _index_alive(self, actor: str) -> int:
-        i = self.index_of.get(actor)
-        if i is None:
-            raise KeyError(f"no actor named {actor!r}")
-        if not self.alive_mask[i]:
-            raise LookupError(f"actor {actor!r} is down")
-        return i
 
     def pid(self, actor: str) -> int:
         return self.procs[self.index_of[actor]].pid

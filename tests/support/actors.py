@@ -5,6 +5,7 @@
   "length"}`` reads them back; it ticks a timer so it has work in virtual time.
 * ``Pinger``/``Ponger``: two actors bouncing one message ``bounces`` times,
   the fabric ping-pong benchmark.
+* ``Faulty``: a planted bug in the handler named by ``fail_in``.
 """
 
 from __future__ import annotations
@@ -94,3 +95,32 @@ def pingpong_spec(bounces: int, latency_ns: int = 10_000, seed: int = 1):
         ActorSpec("ping", "support.actors:Pinger", {"peer": "pong", "bounces": bounces}),
         ActorSpec("pong", "support.actors:Ponger", {}),
     ], [LinkSpec("ping", "pong", latency_ns)])
+
+class Faulty(Actor):
+    """Ticks once at 50 us and pokes its peer; its handler named `fail_in` raises."""
+
+    KIND = "test-faulty"
+    PARAMS = {"fail_in": Param("str", "message", "handler that raises: start|timer|message|control|query")}
+
+    def _maybe_fail(self, where: str) -> None:
+        if self.params["fail_in"] == where:
+            raise ZeroDivisionError(f"planted bug in {where}")
+
+    def on_start(self):
+        self._maybe_fail("start")
+        self.set_timer("boom", 50_000)
+
+    def on_timer(self, name, data):
+        self._maybe_fail("timer")
+        self.send("peer", "poke", 1)
+
+    def on_message(self, src, kind, body):
+        self._maybe_fail("message")
+
+    def on_control(self, command):
+        self._maybe_fail("control")
+        return {"ok": True}
+
+    def on_query(self, query):
+        self._maybe_fail("query")
+        return {}
