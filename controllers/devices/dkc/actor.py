@@ -19,228 +19,35 @@ coalescing; a read of a track not in the cache waits for the disks.
 The cache holds real track bytes in a shared-memory region (slots, LRU);
 it is write-through, so the media are always current and a restarted DKC
 simply starts with a cold cache.
+
+Beside this module: ``cache.py`` (the cache and the firmware's TrackStore
+through it), ``save_media.py`` (parity tracks and spares as save area),
+``nvm.py`` (the non-volatile state, torn-write safe); the sparing policy is
+the firmware's (``firmware/raid/sparing.py``).
 """
 
 from __future__ import annotations
 
 import numbers
-import pickle
-import struct
 from collections import OrderedDict
 
-import numpy as np
-
+from controllers.devices.dkc.cache import CachedStore, DataLost, TrackCache
+from controllers.devices.dkc.nvm import read_state, write_state
+from controllers.devices.dkc.save_media import DiskSaveMedia
 from firmware.dkc import DkcFirmware
 from firmware.protocol import (SECTOR_BYTES, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone, LinkState, SendPeer,
                                SetTimer, Trace)
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
-from firmware.store import SaveMediaError, SaveRow
+from firmware.raid.sparing import REBUILD_RETRY_NS, decide_rebuild, locate_failed_disk
 from controllers.devices.link import message_bytes
 from emu.actor import Actor
 from emu.params import Param
 from emu.wire import body_problem
 
-NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 PENDING_READS_MAX = 4096
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
-REBUILD_RETRY_NS = 500_000_000        # retry a step whose disk transfers never all came back
 #: firmware steps whose trace record also raises a named event for ``run until``
-
-
-class DataLost(ValueError):
-    """A read that RAID5 cannot answer with the right bytes (double fault)."""
-
-
-class LdevStore:
-    """The firmware's ``TrackStore`` over a ``RaidArray`` (bytes in, bytes out)."""
-
-    sector_bytes = SECTOR_BYTES
-
-    def __init__(self, array: RaidArray, track_bytes: int):
-        self.array = array
-        self.track_bytes = track_bytes
-
-    def ldev_tracks(self, ldev: int) -> int:
-        try:
-            return self.array.ldev_tracks(ldev)
-        except KeyError:
-            raise ValueError(f"no such ldev {ldev}") from None
-
-    def read_track(self, ldev: int, track: int) -> bytes:
-        try:
-            return self.array.read_track(ldev, track).tobytes()
-        except DataLossError as exc:
-            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
-
-    def write_track(self, ldev: int, track: int, data: bytes) -> None:
-        try:
-            self.array.write_track(ldev, track, np.frombuffer(data, dtype=np.uint8))
-        except DataLossError as exc:
-            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
-
-    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
-        try:
-            return self.array.read_sectors(ldev, lba, n)
-        except DataLossError as exc:
-            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
-
-    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
-        try:
-            self.array.write_sectors(ldev, lba, data)
-        except DataLossError as exc:
-            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
-
-
-class TrackCache:
-    """The DKC cache (patent 104/114): track slots in a shared-memory region,
-    LRU over a slot directory. Write-through: the media stay current, so a
-    restarted DKC starts with an empty directory and loses nothing; which
-    tracks are still write-pending (to be destaged) is the actor's ``dirty``
-    map."""
-
-    def __init__(self, region: np.ndarray, track_bytes: int, slots: int):
-        self.buf = region
-        self.tb = track_bytes
-        self.slots = slots
-        self.slot_of: OrderedDict = OrderedDict()   # (ldev, track) -> slot, least recent first
-        self.free = list(range(slots - 1, -1, -1))
-        self.hits = self.misses = 0
-
-    def __contains__(self, key) -> bool:
-        return key in self.slot_of
-
-    def __len__(self) -> int:
-        return len(self.slot_of)
-
-    def _view(self, slot: int) -> np.ndarray:
-        return self.buf[slot * self.tb:(slot + 1) * self.tb]
-
-    def get(self, key) -> bytes | None:
-        slot = self.slot_of.get(key)
-        if slot is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self.slot_of.move_to_end(key)
-        return self._view(slot).tobytes()
-
-    def put(self, key, data: bytes) -> None:
-        if self.slots == 0:
-            return
-        slot = self.slot_of.get(key)
-        if slot is None:
-            if not self.free:
-                _, victim = self.slot_of.popitem(last=False)
-                self.free.append(victim)
-            slot = self.free.pop()
-            self.slot_of[key] = slot
-        self.slot_of.move_to_end(key)
-        self._view(slot)[:] = np.frombuffer(data, dtype=np.uint8)
-
-    def patch(self, key, offset: int, data: bytes) -> None:
-        """Update part of a cached track in place (a partial write)."""
-        slot = self.slot_of.get(key)
-        if slot is not None:
-            self._view(slot)[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
-
-
-class CachedStore(LdevStore):
-    """``LdevStore`` behind the cache: reads are served from cache slots when
-    present, every write goes through to the media and updates its slot."""
-
-    def __init__(self, array: RaidArray, track_bytes: int, cache: TrackCache):
-        super().__init__(array, track_bytes)
-        self.cache = cache
-
-    def read_track(self, ldev: int, track: int) -> bytes:
-        data = self.cache.get((ldev, track))
-        if data is None:
-            data = super().read_track(ldev, track)
-            self.cache.put((ldev, track), data)
-        return data
-
-    def write_track(self, ldev: int, track: int, data: bytes) -> None:
-        super().write_track(ldev, track, data)
-        self.cache.put((ldev, track), bytes(data))
-
-    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
-        spt = self.track_bytes // SECTOR_BYTES
-        out, sector = [], lba
-        while sector < lba + n:
-            track, off = divmod(sector, spt)
-            take = min(spt - off, lba + n - sector)
-            if (ldev, track) in self.cache:
-                data = self.cache.get((ldev, track))
-                out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
-            else:
-                out.append(super().read_sectors(ldev, sector, take))
-            sector += take
-        return b"".join(out)
-
-    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
-        super().write_sectors(ldev, lba, data)
-        spt = self.track_bytes // SECTOR_BYTES
-        pos, sector, end = 0, lba, lba + len(data) // SECTOR_BYTES
-        while sector < end:
-            track, off = divmod(sector, spt)
-            take = min(spt - off, end - sector)
-            self.cache.patch((ldev, track), off * SECTOR_BYTES, data[pos:pos + take * SECTOR_BYTES])
-            pos += take * SECTOR_BYTES
-            sector += take
-
-
-class DiskSaveMedia:
-    """The firmware's ``SaveMedia``: a row per parity group (its parity
-    tracks, patent 220) and a row per spare disk (230)."""
-
-    def __init__(self, groups: list[RaidGroup], spares: list[np.ndarray], track_bytes: int):
-        self.groups = groups
-        self.spares = spares
-        self.spare_failed = [False] * len(spares)
-        self.track_bytes = track_bytes
-
-    def rows(self) -> list[SaveRow]:
-        out = [SaveRow(g, "parity", grp.layout.n_stripes) for g, grp in enumerate(self.groups)
-               if not grp.failed_disks]   # a degraded group has no parity to lend
-        tracks = len(self.spares[0]) // self.track_bytes if self.spares else 0
-        out += [SaveRow(len(self.groups) + j, "spare", tracks) for j in range(len(self.spares))
-                if not self.spare_failed[j]]   # failed, or taken by a rebuild
-        return out
-
-    def _spare(self, row_id: int, slot: int) -> np.ndarray:
-        j = row_id - len(self.groups)
-        if self.spare_failed[j]:
-            raise SaveMediaError(f"spare disk {j} failed")
-        return self.spares[j][slot * self.track_bytes:(slot + 1) * self.track_bytes]
-
-    def write_save(self, row_id: int, slot: int, data: bytes) -> None:
-        try:
-            if row_id < len(self.groups):
-                self.groups[row_id].write_parity_slot(slot, np.frombuffer(data, dtype=np.uint8))
-            else:
-                self._spare(row_id, slot)[:] = np.frombuffer(data, dtype=np.uint8)
-        except DataLossError as exc:
-            raise SaveMediaError(str(exc)) from None
-
-    def read_save(self, row_id: int, slot: int) -> bytes:
-        try:
-            if row_id < len(self.groups):
-                return self.groups[row_id].read_parity_slot(slot).tobytes()
-            return self._spare(row_id, slot).tobytes()
-        except DataLossError as exc:
-            raise SaveMediaError(str(exc)) from None
-
-    def lend(self, row_id: int) -> None:
-        if row_id < len(self.groups):
-            self.groups[row_id].lend_parity()
-
-    def release(self, row_id: int) -> None:
-        if row_id < len(self.groups):
-            try:
-                self.groups[row_id].recompute_parity()
-            except DataLossError as exc:
-                raise SaveMediaError(str(exc)) from None
 
 
 class Dkc(Actor):
@@ -335,26 +142,13 @@ class Dkc(Actor):
         self._persist()
 
     def _persist(self) -> None:
-        blob = pickle.dumps({"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups],
-                             "epochs": self.epochs, "gen": self.nvm_gen + 1,
-                             "disks": {"members": self.member_map, "free_spares": self.free_spares,
-                                       "rebuilds": self.rebuilds},
-                             "spare_failed": self.media.spare_failed}, protocol=pickle.HIGHEST_PROTOCOL)
-        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
-        half = (len(nvm) - 4096) // 2
-        if len(blob) > half:
-            raise RuntimeError(f"{self.name}: NVM state of {len(blob)} bytes exceeds {half}: size invariant violated")
-        self.nvm_gen += 1
-        off = 4096 + (self.nvm_gen % 2) * half   # two slots: the header flips only after the copy
-        nvm[off:off + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-        nvm[:NVM_HEADER.size] = np.frombuffer(NVM_HEADER.pack(self.nvm_gen, off, len(blob)), dtype=np.uint8)
+        state = {"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups], "epochs": self.epochs,
+                 "disks": {"members": self.member_map, "free_spares": self.free_spares, "rebuilds": self.rebuilds},
+                 "spare_failed": self.media.spare_failed}
+        self.nvm_gen = write_state(self.region(f"{self.params['site']}.dkc.nvm").buf, self.nvm_gen, state, self.name)
 
     def _load_nvm(self) -> dict | None:
-        nvm = self.region(f"{self.params['site']}.dkc.nvm").buf
-        gen, off, length = NVM_HEADER.unpack(nvm[:NVM_HEADER.size].tobytes())
-        if gen == 0:
-            return None
-        return pickle.loads(nvm[off:off + length].tobytes())
+        return read_state(self.region(f"{self.params['site']}.dkc.nvm").buf)
 
     # -- cost model ----------------------------------------------------------------------------
     def _occupy(self, nbytes: int) -> int:
@@ -627,36 +421,36 @@ class Dkc(Actor):
 
     def _fail_site_disk(self, disk: int, why: str) -> None:
         """A small disk is gone: its group runs degraded and, when a spare is
-        free, rebuilds onto it online while host I/O continues."""
+        free, rebuilds onto it online while host I/O continues (the policy is
+        firmware/raid/sparing.py's; this applies it to the media)."""
         lay = self.params["layout"]
-        first_spare = lay["groups"] * (lay["n_data"] + 1)
         self.trace("dkc.disk_failed", disk=disk, why=why)
-        for g, members in enumerate(self.member_map):
-            if disk in members:
-                m = members.index(disk)
-                if m not in self.groups[g].failed_disks:
-                    self.groups[g].fail_disk(m)
-                self._start_rebuild(g)
-                return
-            if self.rebuilds.get(g) == disk:   # the rebuild target itself died
-                self.trace("raid.rebuild_target_lost", group=g, disk=disk)
-        if disk >= first_spare:
-            self.media.spare_failed[disk - first_spare] = True
+        where = locate_failed_disk(disk, self.member_map, self.rebuilds, lay["groups"] * (lay["n_data"] + 1))
+        if where.group is not None:
+            if where.member not in self.groups[where.group].failed_disks:
+                self.groups[where.group].fail_disk(where.member)
+            self._start_rebuild(where.group)
+            return
+        if where.rebuild_target_of is not None:   # the rebuild target itself died
+            self.trace("raid.rebuild_target_lost", group=where.rebuild_target_of, disk=disk)
+        if where.spare is not None:
+            self.media.spare_failed[where.spare] = True
             if disk in self.free_spares:
                 self.free_spares.remove(disk)
 
     def _start_rebuild(self, g: int) -> None:
         grp = self.groups[g]
-        if g in self.rebuilds or not self.free_spares or len(grp.failed_disks) != 1 or grp.parity_lent:
-            return
         rs = self.fw.rsession
-        if rs is not None and rs.in_progress:
-            # the spares may hold saved tracks of a recovery copy: rebuilding
-            # onto one would destroy what a rollback needs. Try again later.
-            self.trace("raid.rebuild_deferred", group=g, reason="recovery copy in progress")
+        decision = decide_rebuild(len(grp.failed_disks), grp.parity_lent, g in self.rebuilds, self.free_spares,
+                                  rs is not None and rs.in_progress)
+        if decision.defer:
+            self.trace("raid.rebuild_deferred", group=g, reason=decision.reason)
             self.set_timer(f"rebuild_retry:{g}", REBUILD_RETRY_NS, g)
             return
-        spare = self.free_spares.pop(0)
+        if not decision.start:
+            return
+        spare = decision.spare
+        self.free_spares.remove(spare)
         try:
             grp.start_rebuild(self.media_bufs[spare])
         except (ValueError, DataLossError) as exc:

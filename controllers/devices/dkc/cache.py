@@ -1,0 +1,159 @@
+"""The DKC's cache and the firmware's view of the LDEVs through it.
+
+``LdevStore`` is the firmware's ``TrackStore`` over the RAID5 array;
+``TrackCache`` holds real track bytes in the DKC's shared-memory cache region
+(slots, LRU); ``CachedStore`` reads from the cache first and writes through
+to the media, so the media are always current and a restarted DKC simply
+starts with a cold cache.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from firmware.protocol import SECTOR_BYTES
+from firmware.raid.layout import DataLossError, RaidArray
+
+
+class DataLost(ValueError):
+    """A read that RAID5 cannot answer with the right bytes (double fault)."""
+
+
+class LdevStore:
+    """The firmware's ``TrackStore`` over a ``RaidArray`` (bytes in, bytes out)."""
+
+    sector_bytes = SECTOR_BYTES
+
+    def __init__(self, array: RaidArray, track_bytes: int):
+        self.array = array
+        self.track_bytes = track_bytes
+
+    def ldev_tracks(self, ldev: int) -> int:
+        try:
+            return self.array.ldev_tracks(ldev)
+        except KeyError:
+            raise ValueError(f"no such ldev {ldev}") from None
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        try:
+            return self.array.read_track(ldev, track).tobytes()
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        try:
+            self.array.write_track(ldev, track, np.frombuffer(data, dtype=np.uint8))
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        try:
+            return self.array.read_sectors(ldev, lba, n)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        try:
+            self.array.write_sectors(ldev, lba, data)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} lba {lba}: {exc}") from None
+
+
+class TrackCache:
+    """The DKC cache (patent 104/114): track slots in a shared-memory region,
+    LRU over a slot directory. Write-through: the media stay current, so a
+    restarted DKC starts with an empty directory and loses nothing; which
+    tracks are still write-pending (to be destaged) is the actor's ``dirty``
+    map."""
+
+    def __init__(self, region: np.ndarray, track_bytes: int, slots: int):
+        self.buf = region
+        self.tb = track_bytes
+        self.slots = slots
+        self.slot_of: OrderedDict = OrderedDict()   # (ldev, track) -> slot, least recent first
+        self.free = list(range(slots - 1, -1, -1))
+        self.hits = self.misses = 0
+
+    def __contains__(self, key) -> bool:
+        return key in self.slot_of
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def _view(self, slot: int) -> np.ndarray:
+        return self.buf[slot * self.tb:(slot + 1) * self.tb]
+
+    def get(self, key) -> bytes | None:
+        slot = self.slot_of.get(key)
+        if slot is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.slot_of.move_to_end(key)
+        return self._view(slot).tobytes()
+
+    def put(self, key, data: bytes) -> None:
+        if self.slots == 0:
+            return
+        slot = self.slot_of.get(key)
+        if slot is None:
+            if not self.free:
+                _, victim = self.slot_of.popitem(last=False)
+                self.free.append(victim)
+            slot = self.free.pop()
+            self.slot_of[key] = slot
+        self.slot_of.move_to_end(key)
+        self._view(slot)[:] = np.frombuffer(data, dtype=np.uint8)
+
+    def patch(self, key, offset: int, data: bytes) -> None:
+        """Update part of a cached track in place (a partial write)."""
+        slot = self.slot_of.get(key)
+        if slot is not None:
+            self._view(slot)[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+
+class CachedStore(LdevStore):
+    """``LdevStore`` behind the cache: reads are served from cache slots when
+    present, every write goes through to the media and updates its slot."""
+
+    def __init__(self, array: RaidArray, track_bytes: int, cache: TrackCache):
+        super().__init__(array, track_bytes)
+        self.cache = cache
+
+    def read_track(self, ldev: int, track: int) -> bytes:
+        data = self.cache.get((ldev, track))
+        if data is None:
+            data = super().read_track(ldev, track)
+            self.cache.put((ldev, track), data)
+        return data
+
+    def write_track(self, ldev: int, track: int, data: bytes) -> None:
+        super().write_track(ldev, track, data)
+        self.cache.put((ldev, track), bytes(data))
+
+    def read_sectors(self, ldev: int, lba: int, n: int) -> bytes:
+        spt = self.track_bytes // SECTOR_BYTES
+        out, sector = [], lba
+        while sector < lba + n:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, lba + n - sector)
+            if (ldev, track) in self.cache:
+                data = self.cache.get((ldev, track))
+                out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
+            else:
+                out.append(super().read_sectors(ldev, sector, take))
+            sector += take
+        return b"".join(out)
+
+    def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
+        super().write_sectors(ldev, lba, data)
+        spt = self.track_bytes // SECTOR_BYTES
+        pos, sector, end = 0, lba, lba + len(data) // SECTOR_BYTES
+        while sector < end:
+            track, off = divmod(sector, spt)
+            take = min(spt - off, end - sector)
+            self.cache.patch((ldev, track), off * SECTOR_BYTES, data[pos:pos + take * SECTOR_BYTES])
+            pos += take * SECTOR_BYTES
+            sector += take
+
