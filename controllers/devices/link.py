@@ -12,6 +12,7 @@ which drop deliveries from an older epoch (what was on the wire is lost).
 from __future__ import annotations
 
 from emu.actor import Actor
+from emu.wire import body_problem
 from emu.params import Param
 
 HEADER_BYTES = 64  # per command: frame header on the wire (assumption, stated)
@@ -63,7 +64,7 @@ class Link(Actor):
 
     def on_message(self, src, kind, body):
         site = src.split(".")[0]
-        if kind != "xfer" or site not in self.free_at_ns:
+        if kind != "xfer" or site not in self.free_at_ns or body_problem(body, {"kind": (str,)}) is not None:
             self.dropped += 1
             return
         if not self.up:

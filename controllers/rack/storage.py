@@ -87,21 +87,19 @@ class StorageRack:
         if site in self.down_sites or not self.rack.alive(f"{site}.dkc"):
             raise CommandError(f"site {site}'s DKC is down")
 
-    def _fw(self, site: str, req: Request) -> dict:
-        """Send a typed request to the firmware of ``site``'s DKC (a mutating control)."""
+    def _fw(self, site: str, req: Request, query: bool = False) -> dict:
+        """Send a typed request to the firmware of ``site``'s DKC: a mutating
+        control, or with ``query`` a read outside virtual time."""
         self._site_up(site)
-        result = self.rack.control(f"{site}.dkc", {"cmd": "fw", "fw": request_to_wire(req)})
+        wire, dkc = request_to_wire(req), f"{site}.dkc"
+        result = (self.rack.query(dkc, {"q": "fw", "cmd": wire}) if query
+                  else self.rack.control(dkc, {"cmd": "fw", "fw": wire}))
         if not result.get("ok"):
-            raise CommandError(result.get("error", "command failed"))
+            raise CommandError(result.get("error", "query failed" if query else "command failed"))
         return result
 
     def _fw_query(self, site: str, req: Request) -> dict:
-        """Ask the firmware of ``site``'s DKC (read-only, outside virtual time)."""
-        self._site_up(site)
-        result = self.rack.query(f"{site}.dkc", {"q": "fw", "cmd": request_to_wire(req)})
-        if not result.get("ok"):
-            raise CommandError(result.get("error", "query failed"))
-        return result
+        return self._fw(site, req, query=True)
 
     def settings(self, site: str | None = None) -> dict:
         site = site or self._default_master()

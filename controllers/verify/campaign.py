@@ -17,7 +17,6 @@ A failing seed prints ``reproduce with: emu campaign CONFIG --seed N``.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 
 import numpy as np

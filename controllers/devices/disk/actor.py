@@ -9,9 +9,12 @@ error; a killed disk process answers nothing (the DKC times it out).
 
 from __future__ import annotations
 
+import numbers
+
 from controllers.devices.disk.model import PRESETS, DiskModel
 from emu.actor import Actor
 from emu.params import Param
+from emu.wire import body_problem
 
 QUEUE_DEPTH_MAX = 4096
 
@@ -36,8 +39,9 @@ class SmallDisk(Actor):
         self.errors = 0
 
     def on_message(self, src, kind, body):
-        if kind != "io":
-            self.errors += 1
+        if kind != "io" or body_problem(body, {"id": (object,), "lba": (numbers.Integral,),
+                                               "sectors": (numbers.Integral,)}) is not None:
+            self.errors += 1   # malformed input: counted and dropped at the boundary
             return
         if self.failed:
             self.send(src, "io_done", {"id": body.get("id"), "ok": False, "error": "disk failed"})

@@ -45,6 +45,7 @@ from emu.params import Param
 from emu.wire import body_problem
 
 PENDING_READS_MAX = 4096
+DESTAGE_IO, REBUILD_IO = "destage", "rebuild"   # tags of the disk transfers nobody's read waits on
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 #: firmware steps whose trace record also raises a named event for ``run until``
@@ -98,7 +99,7 @@ class Dkc(Actor):
         self.cpu_free_ns = 0
         #: write-pending tracks in LRU order -> True while being destaged
         self.dirty: OrderedDict = OrderedDict()
-        self.destage_wait: dict[str, list] = {}
+        self.destage_wait: dict[int, list] = {}   # destage seq -> [track key, transfers left]
         self.destaging = 0
         self.destage_seq = 0
         self.pending_reads: dict[str, dict] = {}
@@ -249,16 +250,19 @@ class Dkc(Actor):
                                                       "sectors": max(1, io.length_bytes // SECTOR_BYTES)})
 
     def on_disk_done(self, src, body):
-        rid = body.get("id")
-        if isinstance(rid, str) and rid.startswith("ds:"):
-            self._destage_done(rid)
-            return
-        if isinstance(rid, str) and rid.startswith("rb:"):
-            g = int(rid[3:])
-            self.rebuild_wait[g] = self.rebuild_wait.get(g, 0) - 1
-            if self.rebuild_wait[g] == 0 and g in self.rebuilds:
-                self.cancel_timer(f"rebuild:{g}")
-                self._rebuild_step(g)
+        """A small disk answered. Its ``id`` is what the DKC sent: a host
+        read's ``rN``, a tagged ``[DESTAGE_IO, seq]`` or ``[REBUILD_IO, group]``,
+        or None (a transfer only timed, nobody waits for it)."""
+        rid = body["id"]
+        if isinstance(rid, list):
+            tag, key = rid if len(rid) == 2 else (None, None)
+            if tag == DESTAGE_IO and isinstance(key, int):
+                self._destage_done(key)
+            elif tag == REBUILD_IO and isinstance(key, int):
+                self._rebuild_io_done(key)
+            else:
+                self.stats["bad_messages"] += 1
+                self.trace("dkc.bad_message", kind="io_done", error=f"unknown id {rid!r}")
             return
         pend = self.pending_reads.get(rid)
         if pend is None:
@@ -270,6 +274,12 @@ class Dkc(Actor):
             del self.pending_reads[rid]
             self.cancel_timer(f"read:{rid}")
             self._execute(pend["acts"])
+
+    def _rebuild_io_done(self, g: int) -> None:
+        self.rebuild_wait[g] = self.rebuild_wait.get(g, 0) - 1
+        if self.rebuild_wait[g] == 0 and g in self.rebuilds:
+            self.cancel_timer(f"rebuild:{g}")
+            self._rebuild_step(g)
 
     def on_peer(self, src, body):
         site, epoch = body["from"], int(body["epoch"])
@@ -293,22 +303,30 @@ class Dkc(Actor):
             self.trace("dkc.data_loss", timer=name, error=str(exc))
 
     def _on_timer(self, name, data):
+        """Timers are named KIND:KEY; ``_TIMERS`` maps each kind to its handler."""
         kind, _, rest = name.partition(":")
-        if kind == "fw":
-            self._execute(self.fw.timer(self.now_ns, rest))
-        elif kind == "read":
-            pend = self.pending_reads.pop(data, None)
-            if pend is not None:
-                self.stats["disk_timeouts"] += 1
-                self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
-                for disk in pend["disks"]:
-                    if disk not in pend["answered"]:
-                        self._fail_site_disk(disk, "no answer")
-                self._execute(pend["acts"])
-        elif kind == "rebuild":
-            self._rebuild_step(int(data))
-        elif kind == "rebuild_retry":
-            self._start_rebuild(int(data))
+        _TIMERS[kind](self, rest, data)
+
+    def _timer_fw(self, rest: str, data) -> None:
+        self._execute(self.fw.timer(self.now_ns, rest))
+
+    def _timer_read(self, rest: str, data) -> None:
+        """A host read's disk transfers did not all come back in time: the
+        silent disks are failed, and the read is answered from what is left."""
+        pend = self.pending_reads.pop(data, None)
+        if pend is not None:
+            self.stats["disk_timeouts"] += 1
+            self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
+            for disk in pend["disks"]:
+                if disk not in pend["answered"]:
+                    self._fail_site_disk(disk, "no answer")
+            self._execute(pend["acts"])
+
+    def _timer_rebuild(self, rest: str, data) -> None:
+        self._rebuild_step(int(data))
+
+    def _timer_rebuild_retry(self, rest: str, data) -> None:
+        self._start_rebuild(int(data))
 
     # -- firmware actions -------------------------------------------------------------------------
     def _execute(self, actions) -> None:
@@ -372,24 +390,23 @@ class Dkc(Actor):
             if self.dirty[key]:
                 continue
             self.destage_seq += 1
-            ident = f"ds:{self.destage_seq}"
-            n = self._issue_plan(key[0], key[1], write=True, ident=ident)
+            n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
             if n == 0:
                 del self.dirty[key]
                 continue
             self.dirty[key] = True
-            self.destage_wait[ident] = [key, n]
+            self.destage_wait[self.destage_seq] = [key, n]
             self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
             self.destaging += 1
 
-    def _destage_done(self, ident: str) -> None:
-        entry = self.destage_wait.get(ident)
+    def _destage_done(self, seq: int) -> None:
+        entry = self.destage_wait.get(seq)
         if entry is None:
             return
         entry[1] -= 1
         if entry[1] > 0:
             return
-        del self.destage_wait[ident]
+        del self.destage_wait[seq]
         self.destaging -= 1
         self.dirty.pop(entry[0], None)
         self.stats["destaged"] += 1
@@ -481,7 +498,7 @@ class Dkc(Actor):
             self.rebuild_wait[g] = len(live)
         for d in live:
             self.send(self.params["layout"]["disks"][d], "io", {
-                "id": f"rb:{g}" if done < total else None, "op": "w" if d == spare else "r",
+                "id": [REBUILD_IO, g] if done < total else None, "op": "w" if d == spare else "r",
                 "lba": (done - REBUILD_STRIPES_PER_STEP) * tb_sectors, "sectors": tb_sectors * REBUILD_STRIPES_PER_STEP})
         if done == total:
             (replaced,) = failed_before - set(grp.failed_disks)
@@ -519,6 +536,9 @@ class Dkc(Actor):
         return super().on_query(q)
 
 
+#: timer kind (the part of its name before ':') -> handler
+_TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_rebuild,
+           "rebuild_retry": Dkc._timer_rebuild_retry}
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
 _INT = (numbers.Integral,)

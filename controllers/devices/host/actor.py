@@ -16,6 +16,7 @@ from controllers.formats.stamp import make_payload, read_stamps
 from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
+from emu.wire import body_problem
 from emu.params import Param
 from firmware.protocol import SECTOR_BYTES
 
@@ -178,8 +179,8 @@ class HostCpu(Actor):
         self.set_timer(name, st["wl"].spec.interarrival_ns, data)
 
     def on_message(self, src, kind, body):
-        if kind != "io_done":
-            self.errors += 1
+        if kind != "io_done" or body_problem(body, {"id": (object,)}) is not None:
+            self.errors += 1   # malformed input: counted and dropped at the boundary
             return
         io = self.inflight.pop(body.get("id"), None)
         if io is None:
