@@ -19,7 +19,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+#: the columns of a write-log row, in the host's log and in the CSV file
 HEADER = ("write_id", "site", "ldev", "lba", "sectors", "issue_ns", "complete_ns")
+COMPLETE_NS = HEADER.index("complete_ns")
 NOT_COMPLETED = -1
 
 
@@ -38,6 +40,13 @@ class WriteRecord:
     @property
     def completed(self) -> bool:
         return self.complete_ns is not None
+
+    @classmethod
+    def from_row(cls, row) -> "WriteRecord":
+        """From a host's log row, whose columns are ``HEADER`` (a list on the wire)."""
+        wid, site, ldev, lba, sectors, issue, done = row
+        return cls(int(wid), str(site), int(ldev), int(lba), int(sectors), int(issue),
+                   None if done is None else int(done))
 
 
 def _validate(rec: WriteRecord) -> None:

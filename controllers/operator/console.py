@@ -20,6 +20,7 @@ from controllers.rack.storage import SHOW_VIEWS, CommandError, StorageRack, show
 from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_STEPS
 from controllers.devices.svp import SETTABLE
 from emu import units
+from controllers.verify.rack_verify import verify_rack
 
 FAULT_HELP = "fault link down|up [LINK] | fault link slow FACTOR [LINK] | fault kill PROC | fault restart PROC | fault disk fail SITE:DISK | fault site SITE down"
 SHOW_WHAT = tuple(SHOW_VIEWS)
@@ -372,7 +373,7 @@ class SvpConsole(cmd.Cmd):
         Example: verify"""
         if self._args(arg):
             raise ValueError("usage: verify")
-        v = self.rack.verify()
+        v = verify_rack(self.rack)
         self.say(f"verify: {'consistent' if v['consistent'] else 'INCONSISTENT'} "
                  f"(unit {v['unit']}, {v['writes']} writes in the log)")
         for g in v.get("skipped", []):
@@ -406,12 +407,12 @@ class SvpConsole(cmd.Cmd):
             if bad:
                 raise ExpectFailed(f"group {w[1]}: {bad} expected {w[2]}")
         elif w in (["consistent"], ["inconsistent"]):
-            v = self.rack.verify()
+            v = verify_rack(self.rack)
             if v["consistent"] != (w[0] == "consistent"):
                 raise ExpectFailed(f"the remote is {'consistent' if v['consistent'] else 'inconsistent'}, "
                                    f"expected {w[0]}")
         elif len(w) == 2 and w[0] == "equals-suspension":
-            v = self.rack.verify()
+            v = verify_rack(self.rack)
             facts = v["pairs"].get(w[1])
             if facts is None or "equals_suspension_image" not in facts:
                 raise ValueError(f"no suspension image known for pair {w[1]!r} (was it resynced?)")

@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from controllers.rack.storage import StorageRack, latency_summary
 from emu import units
+from controllers.verify.rack_verify import verify_rack
 
 SCHEMA = {
     "type": "object",
@@ -90,7 +91,7 @@ def _recovery(rack: StorageRack) -> list[dict]:
 def build_report(rack: StorageRack, verify: bool = True) -> dict:
     v = rack.last_verify if rack.last_verify is not None or not verify else None
     if verify and v is None:
-        v = rack.verify()
+        v = verify_rack(rack)
     return {
         "config": rack.config_path, "seed": rack.spec.seed, "backend": rack.rack.backend.name,
         "now_ns": rack.now_ns,

@@ -11,7 +11,6 @@ from typing import IO, Callable
 
 import numpy as np
 
-from controllers.verify.checker import check, equals
 from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
 from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modules
@@ -404,58 +403,19 @@ class StorageRack:
             else:
                 rows = self.rack.query(host, {"q": "writelog"})["rows"]
                 self._dead_host_logs[host] = rows
-            for wid, s, ldev, lba, sectors, issue, done in rows:
-                log.add(WriteRecord(int(wid), s, int(ldev), int(lba), int(sectors), int(issue),
-                                    None if done is None else int(done)))
+            for row in rows:
+                log.add(WriteRecord.from_row(row))
         return log
 
 
-    def verify(self) -> dict:
-        """Dependent-write consistency of every remote image, per consistency
-        unit, against the master hosts' write logs (DESIGN section 5); plus,
-        per pair, whether the remote equals its suspension-time image or the
-        master's current image."""
-        log = self.writelog()
-        unit = self.settings()["unit"] if self._svp_up() else "ldev"
-        verdicts, pairs_out, ok = [], {}, True
-        remote_writers = {r.site for r in log if r.site not in {g["master"] for g in self.groups.values()}}
-        skipped = []
-        for gname, g in sorted(self.groups.items()):
-            members = [self.pairs[n] for n in g["pairs"]]
-            if g["remote"] in self.down_sites:
-                continue
-            if g["remote"] in remote_writers:
-                # after a takeover the remote host's writes start a new history:
-                # the master's log no longer describes this image
-                skipped.append({"group": gname, "reason": f"written by {g['remote']}'s host after takeover"})
-                continue
-            try:
-                images = {p["m_ldev"]: self.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
-            except CommandError as exc:   # the rack reports lost data (a double fault): say so
-                verdicts.append({"group": gname, "consistent": False, "data_loss": str(exc), "reasons": [str(exc)]})
-                ok = False
-                continue
-            units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
-            v = check(images, log.filter(sites=[g["master"]]), units_)
-            verdicts.append({"group": gname, **v.to_dict()})
-            ok = ok and bool(v.consistent)
-            for p in members:
-                pairs_out[p["name"]] = self._pair_verdict(p, images[p["m_ldev"]])
-        self.last_verify = {"consistent": ok, "unit": unit, "groups": verdicts, "pairs": pairs_out,
-                            "writes": len(log), "skipped": skipped}
-        self._log("verify", consistent=ok)
-        return self.last_verify
+    def record_verify(self, verdict: dict) -> dict:
+        """Keep the last verdict of ``controllers.verify.rack_verify`` for the report."""
+        self.last_verify = verdict
+        self._log("verify", consistent=verdict["consistent"])
+        return verdict
 
-    def _svp_up(self) -> bool:
+    def svp_up(self) -> bool:
         return self.rack.alive(f"{self._default_master()}.svp")
-
-    def _pair_verdict(self, p: dict, image: bytes) -> dict:
-        out = {}
-        if p["name"] in self.suspension_images:
-            out["equals_suspension_image"] = bool(equals(image, self.suspension_images[p["name"]]).consistent)
-        if p["m_site"] not in self.down_sites:
-            out["equals_master"] = bool(equals(image, self.export_bytes(p["m_site"], p["m_ldev"])).consistent)
-        return out
 
     # -- report ------------------------------------------------------------------------------------------
     def device_stats(self) -> dict:

@@ -25,6 +25,7 @@ from firmware.protocol import SAVE_OLD, STAGE_NEW
 
 from controllers.verify.checker import holds_all_acknowledged
 from controllers.rack.storage import CommandError, StorageRack
+from controllers.verify.rack_verify import verify_rack
 
 MS = 1_000_000
 
@@ -92,7 +93,7 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
         else:
             _settle(r, link, group)
             log.append("settle")
-        verdict = r.verify()
+        verdict = verify_rack(r)
         lost = [g["group"] for g in verdict["groups"] if g.get("data_loss")]
         if lost:   # "consistent or says so": a reported double fault is an honest outcome
             log.append(f"data-loss-reported({','.join(lost)})")

@@ -29,6 +29,7 @@ import numpy as np
 from tabulate import tabulate
 
 from firmware.protocol import METHODS, ORDERS
+from controllers.verify.rack_verify import verify_rack
 
 RECOVERY_STEPS = frozenset([*range(401, 414), *range(501, 521), *range(751, 758)])
 FAULTS = ("master-loss", "link-loss", "remote-disk", "remote-dkc-restart")
@@ -77,7 +78,7 @@ def run_point(config: str, preamble: list[str], seed: int, settings: dict, fault
         _inject(rack, fault)
         t_end = rack.rack.run_until_record({515, 520}, 1, max_time_ns + 2 * SETTLE_NS)
         rack.run(SETTLE_NS)
-        verdict = rack.verify()
+        verdict = verify_rack(rack)
         last = rack.show("recovery-plan")[_remote(rack)]["last_remote"]
         return _judge(k, t_crash, t_end, verdict, last, rack.settings(_remote(rack))["method"])
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from controllers.rack.storage import StorageRack
+from controllers.verify.rack_verify import verify_rack
 
 CFG = str(Path(__file__).resolve().parents[2] / "configs" / "two-site.toml")
 MS = 1_000_000
@@ -56,7 +57,7 @@ def run_scenario(backend="inline", method="save-old", order="bitmap", unit="ldev
             r.run(kill_after_ns)
         r.fault_site_down("main")
         r.run(t_ns + 200 * MS)
-        verdict = r.verify()
+        verdict = verify_rack(r)
         last = r.show("recovery-plan")["remote"]["last_remote"]
         sha = r.rack.finish_trace()
         for step, n in r.rack.sink.steps_seen.items():

@@ -16,6 +16,7 @@ import pytest
 
 from controllers.verify.checker import check
 from controllers.rack.storage import StorageRack
+from controllers.verify.rack_verify import verify_rack
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = str(ROOT / "configs" / "two-site.toml")
@@ -80,7 +81,7 @@ def test_three_sites_each_remote_has_its_own_pairs():
         for group in ("gnear", "gfar"):
             v = remote_consistent(r, group)
             assert v.consistent, f"{group}: {v.reasons}"
-        verdict = r.verify()
+        verdict = verify_rack(r)
         assert verdict["consistent"], verdict["groups"]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from controllers.formats.stamp import make_payload, read_stamps
 from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
+from controllers.formats.writelog import COMPLETE_NS
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
 from emu.wire import body_problem
@@ -44,7 +45,7 @@ class HostCpu(Actor):
         self.inflight: dict[str, dict] = {}
         self.next_io = 0
         self.write_seq = 0
-        self.log: list[list] = []            # [write_id, site, ldev, lba, sectors, issue_ns, complete_ns]
+        self.log: list[list] = []            # rows whose columns are formats.writelog.HEADER
         self.log_index: dict[int, int] = {}
         self.phase = "main"
         self.lat: dict[str, dict[str, list]] = {}
@@ -202,7 +203,7 @@ class HostCpu(Actor):
         self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
         self.phase_t[self.phase][1] = self.now_ns
         if io["op"] == "write":
-            self.log[self.log_index[io["wid"]]][6] = self.now_ns
+            self.log[self.log_index[io["wid"]]][COMPLETE_NS] = self.now_ns
         elif body.get("data") is not None:
             self._check_read(io, body["data"])
 
