@@ -132,10 +132,12 @@ def cmd_run(args) -> int:
         with StorageRack(args.config, backend=args.backend, seed=args.seed, trace_out=trace_out) as rack:
             console = SvpConsole(rack, stdout=sys.stdout)
             code, error = run_script(console, lines, args.script)
-            if error:
+            report = build_report(rack)
+            if error:   # keep the evidence: every file asked for, with what happened up to the error
+                report["error"] = error
+                _outputs(args, rack, report, console)
                 print(f"emu: {error}", file=sys.stderr)
                 return 2
-            report = build_report(rack)
             print(render_report(report))
             if console.expect_failures:
                 print(f"{len(console.expect_failures)} expect(s) failed", file=sys.stderr)
@@ -451,7 +453,19 @@ def _svp_tty(client) -> int:
     return 0
 
 
-COMMANDS = {"console": cmd_console, "run": cmd_run, "report": cmd_report, "trace": cmd_trace, "info": cmd_info,
+def _quiet_on_broken_pipe(command):
+    """`emu trace FILE | head`: a reader that goes away ends the output quietly, like any Unix tool."""
+    def run(args) -> int:
+        try:
+            return command(args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())   # the interpreter's final flush must not fail too
+            return 0
+    return run
+
+
+COMMANDS = {"console": cmd_console, "run": cmd_run, "report": cmd_report, "trace": _quiet_on_broken_pipe(cmd_trace), "info": cmd_info,
             "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "svp": cmd_svp}
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def s352_normal_end_received(fw: FirmwareHost, now_ns, from_site, msg):
         session.active.append(name)
         session.cursor[name], session.searched[name], session.outstanding[name] = 0, False, 0
     fw.sessions[sid] = session
-    fw.trace(353, "backup_copy_started", sid=sid, pairs=names)
+    fw.trace(None, "backup_copy_started", sid=sid, pairs=names)   # 353 is traced when it ends
     RM.pump(fw, session)
 
 

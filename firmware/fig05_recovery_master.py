@@ -106,9 +106,7 @@ def s404_compute_n(fw: FirmwareHost, session: MasterSession, config: dict) -> No
     save-area capacity and n"."""
     opts = session.options
     keep_raid5, spares_usable = bool(opts["keep_raid5"]), bool(opts["spares_usable"])
-    rows_tracks = sum(t for kind, t in config["rows"]
-                      if (kind == "parity" and not keep_raid5) or (kind == "spare" and spares_usable))
-    cache_tracks = int(opts["cache_save_threshold_tracks"])
+    rows_tracks, cache_tracks = save_capacity(config["rows"], opts)
     counts = config.get("counts") or {}
     if counts.get("disk_count"):
         n = compute_n(counts["ldev_count"], counts["disk_count"], counts["parity_disks"],
@@ -122,6 +120,27 @@ def s404_compute_n(fw: FirmwareHost, session: MasterSession, config: dict) -> No
     session.plan = {"n": n, "n_used": session.n_max, "capacity_tracks": session.capacity_tracks,
                     "cache_tracks": cache_tracks, "row_tracks": rows_tracks}
     fw.trace(404, "rc_n_computed", sid=session.sid, **session.plan)
+
+
+def save_capacity(rows, opts: dict) -> tuple[int, int]:
+    """404's save-area capacity in tracks, (on parity and spare rows, in
+    cache), under the user's conditions (keep RAID5, spares usable, cache
+    threshold)."""
+    keep_raid5, spares_usable = bool(opts["keep_raid5"]), bool(opts["spares_usable"])
+    rows_tracks = sum(t for kind, t in rows
+                      if (kind == "parity" and not keep_raid5) or (kind == "spare" and spares_usable))
+    return rows_tracks, int(opts["cache_save_threshold_tracks"])
+
+
+def copy_need_tracks(needs: list[int], method: str) -> int:
+    """The save area a protected copy of pairs with these differential-track
+    counts needs at the least: room for its largest pair, or 412 cannot
+    admit even one (unprotected: none). A unit-group copy whose pairs
+    together outgrow the area still starts, and 412 stops it when the area
+    fills (the reason is recorded)."""
+    if method == "none" or not needs:
+        return 0
+    return max(needs)
 
 
 def s405_send_start(fw: FirmwareHost, session: MasterSession) -> None:
@@ -296,14 +315,17 @@ def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, track: int,
     assert session.in_flight <= session.window, f"{session.in_flight} tracks in flight, window {session.window}"
     fw.send(session.remote_site, {"kind": MsgKind.COPY_TRACK.value, "sid": session.sid, "pair": pair.name,
                                   "track": track, "offset": offset_sectors, "data": data})
-    fw.trace(408 if session.kind == RECOVERY else 353, "track_sent", sid=session.sid,
+    # the initial copy's sends are part of 353 but not its end: their own name, no step
+    fw.trace(408 if session.kind == RECOVERY else None,
+             "track_sent" if session.kind == RECOVERY else "initial_track_sent", sid=session.sid,
              pair=pair.name, track=track, in_flight=session.in_flight)
 
 
 def s409_write_end(fw: FirmwareHost, now_ns: int, session: MasterSession, msg: dict) -> None:
     """409: "wait for the remote's write-end report"."""
     name = msg["pair"]
-    fw.trace(409 if session.kind == RECOVERY else 353, "write_end", sid=session.sid, pair=name,
+    fw.trace(409 if session.kind == RECOVERY else None,
+             "write_end" if session.kind == RECOVERY else "initial_write_end", sid=session.sid, pair=name,
              track=msg["track"], ok=msg["ok"])
     if not msg["ok"]:
         abort(fw, session, list(session.pair_names), reason=msg.get("error") or "write refused")
@@ -327,7 +349,7 @@ def s411_reached(fw: FirmwareHost, session: MasterSession, name: str) -> None:
         fw.tsq_after_reached(pair)
     if session.kind == INIT:
         fw.send(session.remote_site, {"kind": MsgKind.PAIR_READY.value, "sid": session.sid, "pair": name})
-        fw.trace(353, "initial_copy_done", pair=name)
+        fw.trace(None, "initial_copy_done", pair=name)
         pair.sid, pair.sent = None, None
         return
     fw.send(session.remote_site, {"kind": MsgKind.RC_REACHED.value, "sid": session.sid, "pair": name})
@@ -337,6 +359,8 @@ def s411_reached(fw: FirmwareHost, session: MasterSession, name: str) -> None:
 def s413_complete(fw: FirmwareHost, session: MasterSession) -> None:
     """413: "when all pairs are done: send 'recovery copy complete'"."""
     if session.kind == INIT:
+        # 353 "-> mirror state": every pair of the paircreate is PAIR now
+        fw.trace(353, "pairs_mirroring", sid=session.sid, pairs=list(session.pair_names))
         fw.sessions.pop(session.sid, None)
         return
     session.phase = "completing"
@@ -401,7 +425,9 @@ def on_rc_complete_ack(fw: FirmwareHost, now_ns, from_site, msg):
 def on_rc_aborted(fw: FirmwareHost, now_ns, from_site, msg):
     session = fw.sessions.get(msg["sid"])
     if session is not None:
-        abort(fw, session, list(msg["rolled_back"]), reason="remote timed out and rolled back")
+        why = msg.get("reason", "timer")
+        abort(fw, session, list(msg["rolled_back"]),
+              reason="remote timed out and rolled back" if why == "timer" else f"remote rolled back ({why})")
 
 
 def resync_options(fw: FirmwareHost, req: PairResync) -> dict:
@@ -419,12 +445,25 @@ def resync_options(fw: FirmwareHost, req: PairResync) -> dict:
 
 
 def cmd_pairresync(fw: FirmwareHost, now_ns: int, req: PairResync) -> dict:
-    """401: the recovery-copy instruction; one copy session per remote site."""
-    found = P.master_pairs(fw, req.target)
+    """401: the recovery-copy instruction; one copy session per remote site.
+
+    As CCI does, a group's suspended pairs are resynced and its PAIR pairs
+    left alone; a pair named alone must be suspended. One recovery copy at a
+    time per remote: a second one would supersede (roll back) the running
+    copy at the remote, so it is refused with the running copy's name."""
+    named = P.master_pairs(fw, req.target)
     opts = resync_options(fw, req)
-    bad = [(p.name, p.state) for p in found if p.state not in (P.PSUS, P.PSUE) or p.sid is not None]
-    if bad:
-        raise ValueError(f"pairresync needs PSUS/PSUE pairs not in a copy: {bad}")
+    found = [p for p in named if p.state in (P.PSUS, P.PSUE) and p.sid is None]
+    if not found:
+        raise ValueError(f"pairresync {req.target}: no suspended pair to resync "
+                         f"({', '.join(f'{p.name} {p.state}' for p in named)})")
+    if len(named) == 1 and named[0] is not found[0]:
+        raise ValueError(f"pairresync needs a PSUS/PSUE pair not in a copy: {named[0].name} is {named[0].state}")
+    for site in sorted({p.r_site for p in found}):
+        running = [s for _, s in sorted(fw.sessions.items()) if s.kind == RECOVERY and s.remote_site == site]
+        if running:
+            raise ValueError(f"pairresync {req.target}: recovery copy {running[0].sid} to {site} is running "
+                             f"({', '.join(running[0].pair_names)}); resync these pairs after it ends")
     if req.format_shortcut is not None:
         fw.params["format_shortcut"] = bool(req.format_shortcut)
     sids = []

@@ -377,6 +377,7 @@ def s515_timeout(fw: FirmwareHost, now_ns: int, session: RemoteSession, reason: 
     result["rolled_back"] = rolled
     fw.last_recovery = result
     fw.send(session.master_site, {"kind": MsgKind.RC_ABORTED.value, "sid": session.sid, "rolled_back": rolled,
+                                  "reason": reason,
                                   "double_faults": len(session.double_faults)})
     return result
 
@@ -455,14 +456,17 @@ def apply_staged(fw: FirmwareHost, session: RemoteSession, pair_names: list[str]
 
 def on_rc_config_req(fw: FirmwareHost, now_ns, from_site, msg):
     """Remote side of 403: report cache, parity tracks and spare disks."""
+    fw.send(from_site, {"kind": MsgKind.RC_CONFIG.value, "sid": msg["sid"], **save_config(fw)})
+
+
+def save_config(fw: FirmwareHost) -> dict:
+    """What 403 reports: the save rows (parity groups, spares) and the counts of 404."""
     counts = None
     if fw.params.get("n_disks"):
         counts = {"ldev_count": int(fw.params["n_ldevs"]), "disk_count": int(fw.params["n_disks"]),
                   "parity_disks": int(fw.params["n_parity_disks"]),
                   "spare_disks": int(fw.params["n_spare_disks"])}
-    rows = [(r.kind, r.tracks) for r in fw.save_media.rows()]
-    fw.send(from_site, {"kind": MsgKind.RC_CONFIG.value, "sid": msg["sid"], "rows": rows,
-                        "counts": counts})
+    return {"rows": [(r.kind, r.tracks) for r in fw.save_media.rows()], "counts": counts}
 
 
 def on_rc_start(fw: FirmwareHost, now_ns, from_site, msg):

@@ -66,7 +66,7 @@ class PairTable:
         if isinstance(target, (list, tuple)):
             names = sorted({p.name for t in target for p in self.select(t)})
             return [self.pairs[n] for n in names]
-        if target == "*":
+        if target in ("*", "all"):
             return [p for _, p in sorted(self.pairs.items())]
         if target in self.pairs:
             return [self.pairs[target]]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 
 from firmware import pair_table as P
 from firmware.fig12_13_time_series import TimeSeriesQueue
+from firmware.fig06_09_recovery_remote import save_config
 from firmware.protocol import PairDisplay, Show
 
 if TYPE_CHECKING:
@@ -43,6 +44,12 @@ def view_queue(fw: FirmwareHost, ldev: int | None) -> dict:
     return {u: queue_rows(fw.tsq[u]) for u in units if u in fw.tsq}
 
 
+def view_save_config(fw: FirmwareHost, ldev: int | None) -> dict:
+    """403 answered locally: this DKC's save rows and counts (for a refusal
+    before a copy starts, and for ``show recovery-plan``)."""
+    return {"site": fw.site, **save_config(fw)}
+
+
 def view_config(fw: FirmwareHost, ldev: int | None) -> dict:
     return {"site": fw.site, "params": dict(sorted(fw.params.items()))}
 
@@ -50,7 +57,7 @@ def view_config(fw: FirmwareHost, ldev: int | None) -> dict:
 #: ``show X`` of the firmware: name -> view (the rack adds its own, see StorageRack.show)
 VIEWS: dict[str, Callable[[FirmwareHost, int | None], dict]] = {
     "recovery-plan": view_recovery_plan, "save-area": view_save_area, "bitmap": view_bitmap,
-    "queue": view_queue, "config": view_config,
+    "queue": view_queue, "config": view_config, "save-config": view_save_config,
 }
 
 

@@ -23,7 +23,9 @@ SETTABLE = {
     "keep_raid5": ("bool", "keep RAID5 redundancy: do not lend parity tracks as save area"),
     "spares_usable": ("bool", "spare disks may hold saved data"),
     "format_shortcut": ("bool", "step 1207: drop an earlier format write of the same track"),
+    "cache_save_threshold": ("count", "saved tracks the remote keeps in cache before parity/spares (patent 511/512)"),
 }
+MAX_CACHE_SAVE_TRACKS = 1 << 20
 
 
 def convert_setting(key: str, value: str):
@@ -37,6 +39,10 @@ def convert_setting(key: str, value: str):
         if ns <= 0:
             raise ValueError(f"{key} must be > 0")
         return ns
+    if kind == "count":
+        if not text.isdigit() or int(text) > MAX_CACHE_SAVE_TRACKS:
+            raise ValueError(f"{key} expects an integer 0..{MAX_CACHE_SAVE_TRACKS}, got {text!r}")
+        return int(text)
     if kind == "int":
         if not text.isdigit() or not 1 <= int(text) <= 4096:
             raise ValueError(f"{key} expects an integer 1..4096, got {text!r}")
@@ -55,14 +61,16 @@ class Svp(Actor):
     DOC = "Service processor: the site's settings (T, method, order, window, ...)."
     PARAMS = {
         "site": Param("str", doc="site name"),
-        "recovery": Param("dict", doc="recovery-copy defaults from the config's [recovery] table"),
+        "recovery": Param("dict", doc="recovery-copy defaults from the config's [recovery] table "
+                                      "(and [dkc] cache_save_threshold)"),
     }
 
     def on_start(self):
         rec = self.params["recovery"]
         self.settings = {"max_time": rec["max_time_ns"], "method": rec["method"], "order": rec["order"],
                          "window": rec["window"], "unit": rec["unit"], "keep_raid5": rec["keep_raid5"],
-                         "spares_usable": rec["spares_usable"], "format_shortcut": rec["format_shortcut"]}
+                         "spares_usable": rec["spares_usable"], "format_shortcut": rec["format_shortcut"],
+                         "cache_save_threshold": rec["cache_save_threshold"]}
 
     def on_control(self, command):
         if command.get("cmd") != "set":

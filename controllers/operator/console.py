@@ -16,6 +16,7 @@ from typing import Callable
 
 from tabulate import tabulate
 
+from controllers.operator.report import natural_key
 from controllers.rack.storage import SHOW_VIEWS, CommandError, StorageRack, show_usage
 from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_STEPS
 from controllers.devices.svp import SETTABLE
@@ -482,7 +483,7 @@ def _show_json(out: dict) -> str:
 
 def _show_disks(out: dict) -> str:
     return tabulate([[n, d["role"], d["ios"], d["busy_pct"], d["queue_max"], d["failed"]]
-                     for n, d in sorted(out.items())],
+                     for n, d in sorted(out.items(), key=lambda kv: natural_key(kv[0]))],
                     headers=["Disk", "Role", "I/Os", "Busy %", "Queue max", "Failed"])
 
 

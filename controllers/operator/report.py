@@ -8,6 +8,8 @@ wall-clock figures live under the ``"wall"`` key.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from tabulate import tabulate
 
@@ -88,6 +90,11 @@ def _recovery(rack: StorageRack) -> list[dict]:
     return out
 
 
+def natural_key(name: str) -> list:
+    """remote.disk2 before remote.disk10 (numbers compare as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def build_report(rack: StorageRack, verify: bool = True) -> dict:
     v = rack.last_verify if rack.last_verify is not None or not verify else None
     if verify and v is None:
@@ -115,7 +122,7 @@ def render_report(report: dict) -> str:
                                          "p50", "p99", "p99.9", "max"]))
     dev = report["devices"]
     rows = [[n, d["role"], d["ios"], d["busy_pct"], d["queue_max"], d["backlog_ms"], "yes" if d["failed"] else ""]
-            for n, d in sorted(dev.get("disks", {}).items())]
+            for n, d in sorted(dev.get("disks", {}).items(), key=lambda kv: natural_key(kv[0]))]
     if rows:
         parts.append(tabulate(rows, headers=["Disk", "Role", "I/Os", "Busy %", "Queue max", "Backlog ms", "Failed"]))
     rows = [[n, "up" if ln["up"] else "DOWN", ln["commands"],

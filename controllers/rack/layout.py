@@ -316,5 +316,6 @@ def _site_actors(name, st, dkc, rec, pairs, peers, host_index, actors, lks, regi
         "site": name, "dkc": f"{name}.dkc", "host_index": host_index,
         "ldev_sectors": [ld["tracks"] * st["track_bytes"] // SECTOR_BYTES for ld in st["ldevs"]]}))
     lks.append(LinkSpec(f"{name}.host", f"{name}.dkc", dkc["channel_latency_ns"]))
-    actors.append(ActorSpec(f"{name}.svp", class_path("svp"), {"site": name, "recovery": rec}))
+    svp_settings = {**rec, "cache_save_threshold": dkc["cache_save_threshold"]}
+    actors.append(ActorSpec(f"{name}.svp", class_path("svp"), {"site": name, "recovery": svp_settings}))
     lks.append(LinkSpec(f"{name}.svp", f"{name}.dkc", 10_000))

@@ -15,6 +15,7 @@ from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
 from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modules
 from controllers.rack.layout import load_storage_config
+from firmware.fig05_recovery_master import copy_need_tracks, save_capacity
 from emu import units
 from firmware.protocol import (SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                SetParam, Show, request_to_wire)
@@ -22,7 +23,9 @@ from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
 #: SVP settings the DKC firmware needs at once, not only at the next pairresync
-FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable")
+FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable", "cache_save_threshold")
+#: an SVP setting's name in the firmware's parameters, where they differ
+FIRMWARE_KEYS = {"cache_save_threshold": "cache_save_threshold_tracks"}
 
 
 class CommandError(ValueError):
@@ -158,10 +161,31 @@ class StorageRack:
                 "format_shortcut": s["format_shortcut"] if format_shortcut is None else format_shortcut}
         for key, value in (("method", opts["method"]), ("order", opts["order"]), ("unit", opts["unit"])):
             convert_setting(key, value)
-        self._capture_suspension_images(target)
+        suspended = [r for r in self.pairdisplay(target) if r["state"] in ("PSUS", "PSUE")]
+        self._check_save_area(target, suspended, opts, s["cache_save_threshold"])
+        self._capture_suspension_images(target, {r["name"] for r in suspended})
         out = self._fw(site, PairResync(target=target, **opts))
         self._log("pairresync", target=target, **opts)
         return out
+
+    def _check_save_area(self, target: str, suspended: list[dict], opts: dict, cache_tracks: int) -> None:
+        """Refuse, before anything is sent, a protected copy whose remote save
+        area (404's capacity under the user's conditions) cannot hold even
+        what it needs at the least; a remote that is down is left to the copy
+        itself (it times out and says so)."""
+        for remote in sorted({self.pairs[r["name"]]["r_site"] for r in suspended}):
+            if remote in self.down_sites or not self.rack.alive(f"{remote}.dkc"):
+                continue
+            needs = [int(r.get("diff_tracks") or 0) for r in suspended if self.pairs[r["name"]]["r_site"] == remote]
+            need = copy_need_tracks(needs, opts["method"])
+            rows_t, cache_t = save_capacity(self._fw_query(remote, Show("save-config"))["rows"], {
+                "keep_raid5": opts["keep_raid5"], "spares_usable": opts["spares_usable"],
+                "cache_save_threshold_tracks": cache_tracks})
+            if need > rows_t + cache_t:
+                raise CommandError(
+                    f"pairresync {target}: the save area at {remote} holds {rows_t + cache_t} tracks "
+                    f"({rows_t} on parity/spares, {cache_t} in cache), this copy needs {need}: allow spares "
+                    "or parity, raise cache_save_threshold, or use --method none to copy unprotected")
 
     def horctakeover(self, target: str) -> dict:
         sites = sorted({p["r_site"] for p in self.resolve(target)})
@@ -169,11 +193,11 @@ class StorageRack:
         self._log("horctakeover", target=target)
         return {"ok": True, "results": results}
 
-    def _capture_suspension_images(self, target: str) -> None:
+    def _capture_suspension_images(self, target: str, suspended: set[str]) -> None:
         """Keep each suspended pair's remote image as it is before the
         recovery copy touches it: the image a rollback must restore."""
         for p in self.resolve(target):
-            if p["r_site"] not in self.down_sites:
+            if p["name"] in suspended and p["r_site"] not in self.down_sites:
                 self.suspension_images[p["name"]] = self.export_bytes(p["r_site"], p["r_ldev"])
 
     # -- settings ---------------------------------------------------------------------------
@@ -192,7 +216,7 @@ class StorageRack:
             if key in FIRMWARE_SETTINGS and self.rack.alive(f"{s}.dkc"):
                 # conditions the DKC applies as it goes (1207 runs while suspended,
                 # long before a pairresync would carry the setting)
-                self._fw(s, SetParam(key, convert_setting(key, value)))
+                self._fw(s, SetParam(FIRMWARE_KEYS.get(key, key), convert_setting(key, value)))
         self._log("set", key=key, value=value)
         return out
 

@@ -1,0 +1,144 @@
+"""Trust under faults (issue 10): a copy with no save area is refused, not
+started and silently rolled back; a second pairresync never tears down the
+running copy; a group's suspended pairs resync while its PAIR pairs stay;
+the reason the master records for a rollback is the remote's."""
+import io
+from pathlib import Path
+
+import pytest
+
+from controllers import cli
+from controllers.rack.storage import CommandError, StorageRack
+
+CFG = str(Path(__file__).resolve().parents[2] / "configs" / "two-site.toml")
+MS = 1_000_000
+
+
+def _suspended_with_writes(r: StorageRack) -> None:
+    r.set("max_time", "300ms")
+    r.set("window", "16")
+    r.paircreate("g0")
+    r.run(150 * MS)
+    assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
+    r.fault_link("down")
+    r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=3 runtime=40ms")
+    r.run(60 * MS)
+    r.fault_link("up")
+    r.run(1 * MS)
+    assert {row["state"] for row in r.pairdisplay()} == {"PSUE"}
+
+
+def test_no_save_area_is_refused_and_changes_nothing():
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        for key, value in (("keep_raid5", "on"), ("spares_usable", "off"), ("cache_save_threshold", "0")):
+            r.set(key, value)
+        assert r.show("config")["settings"]["cache_save_threshold"] == 0
+        before, t0 = r.pairdisplay("g0"), r.now_ns
+        need = max(row["diff_tracks"] for row in before)
+        with pytest.raises(CommandError, match=rf"the save area at remote holds 0 tracks .*this copy needs {need}"):
+            r.pairresync("g0")
+        assert r.pairdisplay("g0") == before and r.now_ns == t0
+        assert r.show("recovery-plan")["remote"]["last_remote"] is None, "the remote was told"
+        r.pairresync("g0", method="none", window=16)   # unprotected: the user's explicit choice
+        r.run(200 * MS)
+        assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
+
+
+def test_cache_threshold_alone_makes_room():
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        r.set("keep_raid5", "on")
+        r.set("spares_usable", "off")
+        r.set("cache_save_threshold", "4096")
+        r.pairresync("g0")
+        r.run(250 * MS)
+        assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
+
+
+def test_refusal_is_exit_2_in_a_script(tmp_path, capsys):
+    script = tmp_path / "s.emu"
+    script.write_text("set max_time 300ms\n" + "\n".join([
+        "paircreate g0", "run 150ms", "fault link down",
+        "workload start w rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=3 runtime=40ms", "run 60ms",
+        "fault link up", "set keep_raid5 on", "set spares_usable off", "set cache_save_threshold 0",
+        "pairresync g0", "run 10ms"]) + "\n")
+    code = cli.main(["run", CFG, str(script), "--backend", "inline"])
+    out = capsys.readouterr()
+    assert code == 2, out.err
+    assert "the save area at remote holds 0 tracks" in out.out + out.err
+
+
+def test_second_pairresync_is_refused_naming_the_running_copy():
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        r.pairresync("p0")
+        r.run(2 * MS)
+        with pytest.raises(CommandError, match=r"recovery copy \d+ to remote is running \(p0\)"):
+            r.pairresync("p1")
+        r.run(300 * MS)
+        states = {row["name"]: row["state"] for row in r.pairdisplay()}
+        assert states["p0"] == "PAIR", states                      # never rolled back by the second command
+        assert r.show("recovery-plan")["remote"]["last_remote"]["outcome"] == "complete"
+
+
+def test_group_resync_leaves_pair_pairs_alone():
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        r.pairresync("p0")
+        r.run(250 * MS)
+        assert {row["name"]: row["state"] for row in r.pairdisplay()}["p0"] == "PAIR"
+        out = r.pairresync("g0")                                   # p0 is PAIR: resync p1..p3 only
+        assert sorted(out["pairs"]) == ["p1", "p2", "p3"]
+        r.run(300 * MS)
+        assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
+        with pytest.raises(CommandError, match="no suspended pair"):
+            r.pairresync("g0")
+
+
+def test_run_until_mirroring_waits_for_every_pair():
+    """Item 6: the signal is the end of 353 (every pair PAIR), not the first initial-copy track."""
+    with StorageRack(CFG, backend="inline") as r:
+        r.paircreate("g0")
+        t = r.run_until("pair.mirroring", 5_000 * MS)
+        assert t is not None
+        assert {row["state"] for row in r.pairdisplay("g0")} == {"PAIR"}
+
+
+def test_paircreate_all_means_every_pair():
+    with StorageRack(CFG, backend="inline") as r:
+        r.paircreate("all")
+        assert {row["state"] for row in r.pairdisplay("all")} == {"COPY"}
+
+
+def test_emu_run_keeps_the_evidence_on_error(tmp_path, capsys):
+    """Item 10: --json, --writes and --trace are written up to the failing
+    line, and the report names it."""
+    import json
+    import subprocess
+    import sys
+    script = tmp_path / "s.emu"
+    # a trace far larger than a pipe's buffer, so the reader's going away is felt
+    script.write_text("paircreate g0\nrun 150ms\nworkload start w rw=randwrite bs=4KiB iodepth=4 ldevs=0-3\n"
+                      "run 100ms\npairsplit nosuchgroup\nrun 1s\n")
+    files = {k: tmp_path / f"out.{k}" for k in ("json", "writes", "trace")}
+    code = cli.main(["run", CFG, str(script), "--backend", "inline", "--json", str(files["json"]),
+                     "--writes", str(files["writes"]), "--trace", str(files["trace"])])
+    assert code == 2
+    assert all(f.exists() and f.stat().st_size > 0 for f in files.values()), files
+    report = json.loads(files["json"].read_text())
+    assert report["error"].startswith(f"{script}:5: ") and "nosuchgroup" in report["error"]
+    # Item 11: `emu trace FILE | head -1` ends quietly
+    p = subprocess.Popen([sys.executable, "-m", "controllers.cli", "trace", str(files["trace"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and "BrokenPipe" not in err and "Traceback" not in err, err
+    assert files["trace"].stat().st_size > 1 << 16   # more than a pipe buffer (64 KiB)
+
+
+def test_disks_sort_naturally():
+    from controllers.operator.report import natural_key
+    names = ["remote.disk10", "remote.disk2", "remote.disk1", "main.disk0"]
+    assert sorted(names, key=natural_key) == ["main.disk0", "remote.disk1", "remote.disk2", "remote.disk10"]
