@@ -85,6 +85,10 @@ class SvpConsole(cmd.Cmd):
         except ExpectFailed as exc:
             self.expect_failures.append(str(exc))
             self.say(f"expect failed: {exc}")
+        finally:
+            for notice in self.rack.notices:   # a process death is never silent
+                self.say(notice)
+            self.rack.notices.clear()
         return False
 
     def _complete(self, text, words):
@@ -492,9 +496,14 @@ def _show_bitmap(out: dict) -> str:
                      for pair, tracks in sorted((k, v) for k, v in out.items() if k != "ok"))
 
 
+def _show_processes(out: dict) -> str:
+    return tabulate([[p["name"], p["pid"] if p["pid"] is not None else "-", "up" if p["alive"] else "DOWN",
+                      p["restarts"]] for p in out["processes"]], headers=["Process", "PID", "State", "Restarts"])
+
+
 #: how ``show X`` prints each view of ``SHOW_VIEWS`` (JSON unless named here)
 SHOW_FORMATS = {"time": lambda out: f"time {out['now']} ({out['now_ns']} ns)", "disks": _show_disks,
-                "bitmap": _show_bitmap}
+                "bitmap": _show_bitmap, "processes": _show_processes}
 
 
 def _ranges(values) -> str:

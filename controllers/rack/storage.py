@@ -48,6 +48,9 @@ class StorageRack:
         self.events: list[dict] = []                    # console history for the report
         self.phase_marks: list[tuple[str, int]] = [("main", 0)]
         self.last_verify: dict | None = None
+        self.notices: list[str] = []                    # for the operator: deaths noticed, not yet shown
+        #: group -> consistency unit of its last recovery copy (verify judges by it)
+        self.resync_units: dict[str, str] = {}
         self._dead_host_logs: dict[str, list] = {}
         self._dead_host_stats: dict[str, dict] = {}
 
@@ -166,6 +169,8 @@ class StorageRack:
         self._capture_suspension_images(target, {r["name"] for r in suspended})
         out = self._fw(site, PairResync(target=target, **opts))
         self._log("pairresync", target=target, **opts)
+        for p in self.resolve(target):   # the unit a rollback of these pairs keeps consistent
+            self.resync_units[p["group"]] = opts["unit"]
         return out
 
     def _check_save_area(self, target: str, suspended: list[dict], opts: dict, cache_tracks: int) -> None:
@@ -251,6 +256,10 @@ class StorageRack:
 
     def _show_disks(self, what: str, ldev: int | None) -> dict:
         return self.device_stats()["disks"]
+
+    def _show_processes(self, what: str, ldev: int | None) -> dict:
+        self._notice_deaths()
+        return {"processes": self.rack.backend.process_table()}
 
     def _show_cache(self, what: str, ldev: int | None) -> dict:
         return {s: self.rack.query(f"{s}.dkc", {"q": "stats"}) for s in sorted(self.sites)
@@ -397,6 +406,7 @@ class StorageRack:
             if f["fault"] == "died" and not f.get("seen"):
                 f["seen"] = True
                 self._log("died", proc=f["actor"])
+                self.notices.append(f"notice: process {f['actor']} died at {units.fmt_ns(f['time_ns'])}")
 
     # -- data -------------------------------------------------------------------------------------------
     def export_bytes(self, site: str, ldev: int) -> bytes:
@@ -475,6 +485,7 @@ SHOW_VIEWS: dict[str, tuple[Callable[[StorageRack, str, int | None], dict], bool
     "queue": (StorageRack._show_master, True),
     "disks": (StorageRack._show_disks, False),
     "cache": (StorageRack._show_cache, False),
+    "processes": (StorageRack._show_processes, False),
     "time": (StorageRack._show_time, False),
 }
 

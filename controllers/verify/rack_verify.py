@@ -13,7 +13,10 @@ def verify_rack(rack: StorageRack) -> dict:
     per pair, whether the remote equals its suspension-time image or the
     master's current image."""
     log = rack.writelog()
-    unit = rack.settings()["unit"] if rack.svp_up() else "ldev"
+    # the unit each group's last recovery copy kept consistent; the SVP's
+    # setting for a group never resynced (ldev when the master's SVP is gone)
+    default_unit = rack.settings()["unit"] if rack.svp_up() else "ldev"
+    units_used = set()
     verdicts, pairs_out, ok = [], {}, True
     remote_writers = {r.site for r in log if r.site not in {g["master"] for g in rack.groups.values()}}
     skipped = []
@@ -32,12 +35,15 @@ def verify_rack(rack: StorageRack) -> dict:
             verdicts.append({"group": gname, "consistent": False, "data_loss": str(exc), "reasons": [str(exc)]})
             ok = False
             continue
+        unit = rack.resync_units.get(gname, default_unit)
+        units_used.add(unit)
         units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
         v = check(images, log.filter(sites=[g["master"]]), units_)
-        verdicts.append({"group": gname, **v.to_dict()})
+        verdicts.append({"group": gname, "unit": unit, **v.to_dict()})
         ok = ok and bool(v.consistent)
         for p in members:
             pairs_out[p["name"]] = _pair_verdict(rack, p, images[p["m_ldev"]])
+    unit = "/".join(sorted(units_used)) or default_unit
     return rack.record_verify({"consistent": ok, "unit": unit, "groups": verdicts, "pairs": pairs_out,
                                "writes": len(log), "skipped": skipped})
 

@@ -19,6 +19,7 @@ loudly as ``ActorFailed``, naming the actor, the event and the virtual time.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -195,6 +196,16 @@ class Backend(ABC):
         a process killed from outside): mark them down, return their names."""
         raise NotImplementedError
 
+    def pid(self, actor: str) -> int | None:
+        """The OS process that runs ``actor`` (this one for the inline backend)."""
+        return os.getpid()
+
+    def process_table(self) -> list[dict]:
+        """One row per actor: name, pid (None while down), alive, restarts."""
+        return [{"name": a.name, "pid": self.pid(a.name) if self.alive(a.name) else None,
+                 "alive": self.alive(a.name), "restarts": self.incarnation[i]}
+                for i, a in enumerate(self.spec.actors)]
+
     def take_deaths(self) -> list[str]:
         """Return and forget every death noticed so far: those recorded in
         ``deaths`` while running, then those ``poll_deaths`` finds now."""
@@ -232,5 +243,5 @@ class Backend(ABC):
         return {"name": a.name, "cls": a.cls, "params": self.typed[a.name], "index": i,
                 "index_of": self.index_of, "latency": self.latency[a.name],
                 "seed": self.spec.seed + self.incarnation[i] * INCARNATION_SEED_STEP,
-                "incarnation": self.incarnation[i], "now_ns": now_ns,
+                "incarnation": self.incarnation[i], "now_ns": now_ns, "rack": self.spec.name,
                 "record_trace": self.record_trace}

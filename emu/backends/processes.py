@@ -36,6 +36,7 @@ import time
 import traceback
 
 import numpy as np
+import setproctitle
 import zmq
 
 from emu import wire
@@ -109,6 +110,9 @@ def _pack(cmd: Cmd, body) -> bytes:
 # ---------------------------------------------------------------------------
 def worker_main(job: dict) -> None:
     """Entry point of one actor process."""
+    # ps/top tell the devices apart: emu:RACK:ACTOR (setproctitle rewrites argv,
+    # which ps shows; prctl's 15-character comm name would not fit)
+    setproctitle.setproctitle(f"emu:{job['rack']}:{job['name']}")
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = zmq.Context()

@@ -9,6 +9,7 @@ import pytest
 
 from controllers import cli
 from controllers.rack.storage import CommandError, StorageRack
+from controllers.verify.rack_verify import verify_rack
 
 CFG = str(Path(__file__).resolve().parents[2] / "configs" / "two-site.toml")
 MS = 1_000_000
@@ -142,3 +143,48 @@ def test_disks_sort_naturally():
     from controllers.operator.report import natural_key
     names = ["remote.disk10", "remote.disk2", "remote.disk1", "main.disk0"]
     assert sorted(names, key=natural_key) == ["main.disk0", "remote.disk1", "remote.disk2", "remote.disk10"]
+
+
+def test_verify_judges_by_the_unit_of_the_last_copy_after_the_master_is_lost():
+    """Item 5: after `set unit group`, a resync and the master's loss, verify
+    uses unit group (the master's SVP, which held the setting, is gone)."""
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        r.set("unit", "group")
+        r.pairresync("g0")
+        r.run(5 * MS)
+        r.fault_site_down("main")
+        r.run(400 * MS)
+        v = verify_rack(r)
+        assert v["unit"] == "group" and [g["unit"] for g in v["groups"]] == ["group"], v
+        assert v["consistent"], v
+
+
+def test_process_deaths_are_visible():
+    """Item 9: each actor process names itself, `show processes` lists them,
+    and a kill -9 from outside is a console notice and a reported fault."""
+    import os
+    import select
+    import signal
+    with StorageRack(CFG, backend="processes") as r:
+        out = io.StringIO()
+        from controllers.operator.console import SvpConsole
+        console = SvpConsole(r, stdout=out)
+        console.onecmd("show processes")
+        table = r.show("processes")["processes"]
+        victim = next(p for p in table if p["name"] == "remote.disk4")
+        assert victim["alive"] and victim["pid"] != os.getpid()
+        title = Path(f"/proc/{victim['pid']}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert f"emu:{r.spec.name}:remote.disk4" in title, title
+        assert "remote.disk4" in out.getvalue()
+        fd = os.pidfd_open(victim["pid"])
+        try:
+            os.kill(victim["pid"], signal.SIGKILL)
+            select.select([fd], [], [], 30)   # wait on the process's exit, not on a clock
+        finally:
+            os.close(fd)
+        console.onecmd("run 20ms")
+        assert "notice: process remote.disk4 died at" in out.getvalue(), out.getvalue()
+        row = next(p for p in r.show("processes")["processes"] if p["name"] == "remote.disk4")
+        assert not row["alive"] and row["pid"] is None
+        assert any(f["actor"] == "remote.disk4" and f["fault"] == "died" for f in r.rack.faults)
