@@ -58,6 +58,11 @@ class Link(Actor):
         self.dropped = 0
         #: a degraded path: every transfer takes ``slow`` times as long on the wire
         self.slow = 1
+        #: set at run time (``set LINK.bandwidth``, ``set LINK.latency``); the
+        #: configured propagation is the scheduler's lookahead, so latency can
+        #: only grow past it (an extra delay on every transfer)
+        self.bandwidth_bps = self.params["bandwidth_bps"]
+        self.extra_latency_ns = 0
 
     def _far(self, site: str) -> str:
         return self.params["b_site"] if site == self.params["a_site"] else self.params["a_site"]
@@ -71,7 +76,7 @@ class Link(Actor):
             self.dropped += 1
             return
         nbytes = message_bytes(body)
-        wire_ns = self.params["overhead"] + self.slow * (nbytes * 8 * 1_000_000_000) // self.params["bandwidth_bps"]
+        wire_ns = self.params["overhead"] + self.slow * (nbytes * 8 * 1_000_000_000) // self.bandwidth_bps
         start = max(self.now_ns, self.free_at_ns[site])
         depart = start + wire_ns
         self.free_at_ns[site] = depart
@@ -80,10 +85,12 @@ class Link(Actor):
         self.commands += 1
         far = self._far(site)
         self.send(f"{far}.dkc", "peer", {"from": site, "epoch": self.epoch, "msg": body},
-                  delay_ns=depart - self.now_ns)
+                  delay_ns=depart - self.now_ns + self.extra_latency_ns)
 
     def on_control(self, command):
         cmd = command.get("cmd")
+        if cmd == "set":
+            return self._set(command.get("key"), command.get("value"))
         if cmd == "slow":
             factor = command.get("factor")
             if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 1000:
@@ -105,7 +112,23 @@ class Link(Actor):
                                                     "peer": self._far(site)})
         return {"ok": True, "up": want}
 
+    def _set(self, key, value) -> dict:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return {"ok": False, "error": f"{self.name}.{key} expects a positive value, got {value!r}"}
+        if key == "bandwidth":
+            self.bandwidth_bps = value
+        elif key == "latency":
+            if value < self.params["propagation"]:
+                return {"ok": False, "error": f"{self.name}.latency can grow, not shrink below the configured "
+                                              f"{self.params['propagation']} ns (the scheduler's lookahead)"}
+            self.extra_latency_ns = value - self.params["propagation"]
+        else:
+            return {"ok": False, "error": f"unknown link setting {key!r} (bandwidth, latency)"}
+        self.trace("link.set", key=key, value=value)
+        return {"ok": True, "key": key, "value": value}
+
     def on_query(self, q):
         return {"up": self.up, "epoch": self.epoch, "bytes_sent": dict(self.bytes_sent),
                 "busy_ns": dict(self.busy_ns), "commands": self.commands, "dropped": self.dropped,
-                "bandwidth_bps": self.params["bandwidth_bps"], "slow": self.slow}
+                "bandwidth_bps": self.bandwidth_bps, "slow": self.slow,
+                "latency_ns": self.params["propagation"] + self.extra_latency_ns}

@@ -216,10 +216,13 @@ class SvpConsole(cmd.Cmd):
         self.say(f"horctakeover {pos[0]}: SSWS")
 
     # -- settings -------------------------------------------------------------------------------
-    @command(complete=lambda c: sorted(SETTABLE))
+    @command(complete=lambda c: sorted(SETTABLE) + [f"{ln}.{k}" for ln in sorted(c.rack.links)
+                                                     for k in ("bandwidth", "latency")])
     def do_set(self, arg):
         """set KEY VALUE
-        Change an SVP setting: max_time, method, order, window, unit, keep_raid5, spares_usable, format_shortcut.
+        Change an SVP setting: max_time, method, order, window, unit, keep_raid5, spares_usable,
+        format_shortcut, cache_save_threshold; or a link's LINK.bandwidth / LINK.latency (it can grow, not
+        shrink below its configured propagation).
         Example: set max_time 500ms"""
         pos = self._args(arg)
         if len(pos) != 2:

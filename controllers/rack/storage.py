@@ -48,6 +48,7 @@ class StorageRack:
         self.events: list[dict] = []                    # console history for the report
         self.phase_marks: list[tuple[str, int]] = [("main", 0)]
         self.last_verify: dict | None = None
+        self._lost_device_rows: dict[str, dict] = {}   # actor -> report row when its site was lost
         self.notices: list[str] = []                    # for the operator: deaths noticed, not yet shown
         #: group -> consistency unit of its last recovery copy (verify judges by it)
         self.resync_units: dict[str, str] = {}
@@ -207,6 +208,8 @@ class StorageRack:
 
     # -- settings ---------------------------------------------------------------------------
     def set(self, key: str, value: str, site: str | None = None) -> dict:
+        if key.partition(".")[0] in self.links:
+            return self._set_link(key, value)
         if key not in SETTABLE:
             raise CommandError(f"unknown setting {key!r} (known: {', '.join(sorted(SETTABLE))})")
         try:
@@ -225,6 +228,22 @@ class StorageRack:
         self._log("set", key=key, value=value)
         return out
 
+    def _set_link(self, key: str, value: str) -> dict:
+        """``set LINK.bandwidth 10Mb/s`` / ``set LINK.latency 2ms`` at run time."""
+        link, _, what = key.partition(".")
+        parse = {"bandwidth": units.rate_bps, "latency": units.time_ns}.get(what)
+        if parse is None:
+            raise CommandError(f"unknown link setting {key!r} ({link}.bandwidth, {link}.latency)")
+        try:
+            number = parse(value)
+        except ValueError as exc:
+            raise CommandError(f"{key}: {exc}") from None
+        out = self.rack.control(link, {"cmd": "set", "key": what, "value": number})
+        if not out.get("ok"):
+            raise CommandError(out.get("error", f"{key}: refused"))
+        self._log("set", key=key, value=value)
+        return out
+
     def show(self, what: str, arg: str | None = None) -> dict:
         """``show X``: one of ``SHOW_VIEWS``; an LDEV argument where the view needs one."""
         if what not in SHOW_VIEWS:
@@ -240,7 +259,15 @@ class StorageRack:
     def _show_config(self, what: str, ldev: int | None) -> dict:
         return {"settings": self.settings(), "sites": {n: {k: v for k, v in s.items() if k != "ldevs"}
                                                        for n, s in self.sites.items()},
-                "pairs": self.storage.pairs, "links": self.storage.links}
+                "pairs": self.storage.pairs,
+                "links": [self._link_now(ln) for ln in self.storage.links]}
+
+    def _link_now(self, ln: dict) -> dict:
+        """A link's config with its current bandwidth, latency and state (set at run time)."""
+        if not self.rack.alive(ln["name"]):
+            return {**ln, "up": False}
+        q = self.rack.query(ln["name"], {})
+        return {**ln, "bandwidth_bps": q["bandwidth_bps"], "latency_ns": q["latency_ns"], "up": q["up"]}
 
     def _show_time(self, what: str, ldev: int | None) -> dict:
         return {"now_ns": self.now_ns, "now": units.fmt_ns(self.now_ns)}
@@ -341,9 +368,10 @@ class StorageRack:
         if site in self.down_sites:
             raise CommandError(f"site {site} is already down")
         self._save_host_log(f"{site}.host")
-        for a in self.spec.actors:
-            if a.name.startswith(site + ".") and self.rack.alive(a.name):
-                self.rack.kill(a.name)
+        lost = [a for a in self.spec.actors if a.name.startswith(site + ".") and self.rack.alive(a.name)]
+        self._keep_device_rows(lost)
+        for a in lost:
+            self.rack.kill(a.name)
         self.down_sites.add(site)
         self._log("site.down", site=site)
         return {"ok": True}
@@ -453,15 +481,28 @@ class StorageRack:
 
     # -- report ------------------------------------------------------------------------------------------
     def device_stats(self) -> dict:
-        """Each live device's figures, in the report section its registry entry names."""
+        """Each device's figures, in the report section its registry entry names;
+        a device lost with its site keeps the figures it had then, marked lost."""
         out: dict[str, dict] = {section: {} for section in REPORT_SECTIONS}
         t = max(1, self.now_ns)
         for a in self.spec.actors:
             dev = by_path(a.cls)
-            if dev is None or dev.row is None or not self.rack.alive(a.name):
+            if dev is None or dev.row is None:
                 continue
-            out[dev.report][a.name] = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+            if self.rack.alive(a.name):
+                out[dev.report][a.name] = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+            elif a.name in self._lost_device_rows:
+                out[dev.report][a.name] = self._lost_device_rows[a.name]
         return out
+
+    def _keep_device_rows(self, actors) -> None:
+        """Before a site goes: each device's report row as it is, marked lost."""
+        t = max(1, self.now_ns)
+        for a in actors:
+            dev = by_path(a.cls)
+            if dev is not None and dev.row is not None:
+                row = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+                self._lost_device_rows[a.name] = {**row, "failed": True, "lost_at_ns": self.now_ns}
 
     def host_stats(self) -> dict:
         """Per site: latencies per phase etc.; a host killed with its site

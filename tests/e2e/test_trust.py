@@ -188,3 +188,44 @@ def test_process_deaths_are_visible():
         row = next(p for p in r.show("processes")["processes"] if p["name"] == "remote.disk4")
         assert not row["alive"] and row["pid"] is None
         assert any(f["actor"] == "remote.disk4" and f["fault"] == "died" for f in r.rack.faults)
+
+
+def test_link_bandwidth_and_latency_are_settable_at_run_time():
+    """Item 2: set link0.bandwidth / link0.latency change the path at once and show in show config;
+    a latency below the configured propagation (the scheduler's lookahead) is refused."""
+    with StorageRack(CFG, backend="inline") as r:
+        base = r.show("config")["links"][0]["latency_ns"]
+        with pytest.raises(CommandError, match="can grow, not shrink"):
+            r.set("link0.latency", "1us")
+        with pytest.raises(CommandError, match="unknown link setting"):
+            r.set("link0.colour", "red")
+        r.set("link0.bandwidth", "10Mb/s")
+        r.set("link0.latency", "5ms")
+        link = r.show("config")["links"][0]
+        assert link["bandwidth_bps"] == 10_000_000 and link["latency_ns"] == 5 * MS > base
+        r.paircreate("g0")
+        r.run_until("pair.mirroring", 20_000 * MS)
+        r.phase("slow")
+        r.workload_start("w", "rw=randwrite bs=4KiB iodepth=1 ldevs=0 runtime=200ms")
+        r.run(300 * MS)
+        lat = r.host_stats()["main"]["phases"]["slow"]["write"]
+        assert lat and min(lat) > 2 * 5 * MS, lat[:5]   # a sync write waits a round trip of 5 ms each way
+
+
+def test_a_lost_site_stays_in_the_report():
+    """Item 11: the master's disks and DKC keep their counters up to the loss, marked failed."""
+    from controllers.operator.report import build_report
+    with StorageRack(CFG, backend="inline") as r:
+        r.paircreate("g0")
+        r.run(150 * MS)
+        r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 runtime=30ms")
+        r.run(50 * MS)
+        before = r.device_stats()
+        r.fault_site_down("main")
+        r.run(10 * MS)
+        dev = build_report(r)["devices"]
+        for section in ("disks", "dkcs"):
+            lost = {n: d for n, d in dev[section].items() if n.startswith("main.")}
+            assert lost and sorted(lost) == sorted(n for n in before[section] if n.startswith("main."))
+            assert all(d["failed"] and d["lost_at_ns"] == 200 * MS for d in lost.values()), lost
+        assert dev["dkcs"]["main.dkc"]["writes"] == before["dkcs"]["main.dkc"]["writes"] > 0
