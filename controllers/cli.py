@@ -422,7 +422,9 @@ def _svp_tty(client) -> int:
     their completion are the local console's; each line runs in the rack."""
     import cmd as cmdmod
     try:
-        import readline  # noqa: F401  (history and completion)
+        import readline  # history and tab completion in cmd
+        # words like --method and remote.disk4 complete whole: only blanks delimit
+        readline.set_completer_delims(" \t\n")
     except ImportError:
         pass
 

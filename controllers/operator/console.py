@@ -539,7 +539,9 @@ def run_script(console: SvpConsole, lines: list[str], source: str) -> tuple[int,
 def interactive(console: SvpConsole) -> None:
     """A terminal session with readline history and completion."""
     try:
-        import readline  # noqa: F401  (enables history and tab completion in cmd)
+        import readline  # history and tab completion in cmd
+        # words like --method and remote.disk4 complete whole: only blanks delimit
+        readline.set_completer_delims(" \t\n")
     except ImportError:
         pass
     console.cmdloop("rack emulator SVP console; 'help' lists commands, Ctrl-D leaves")
