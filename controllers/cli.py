@@ -320,9 +320,6 @@ def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
         if line == "__shutdown__":
             stop.set()
             return True, "rack going down"
-        if line == "__names__":
-            return True, json.dumps({"targets": sorted(rack.groups) + sorted(rack.pairs),
-                                     "procs": [a.name for a in rack.spec.actors]})
         if line.startswith("__complete__ "):   # the remote console's tab completion
             ask = json.loads(line.split(" ", 1)[1])
             return True, json.dumps(SvpConsole(rack, stdout=io.StringIO()).complete_line(ask["line"], ask["text"]))

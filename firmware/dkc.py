@@ -16,10 +16,9 @@ from firmware import mirror, views
 from firmware import pair_table as P
 from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
-from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, DiskCost, HostDone, MalformedMessage, MsgKind, SendPeer,
-                               SetTimer, Trace, check_peer_message)
-from firmware.protocol import (HorcTakeover, LinkState, PairCreate, PairDisplay, PairResync, PairSplit, Request,
-                               SetParam, Show, request_from_wire)
+from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, DiskCost, HorcTakeover, HostDone, LinkState,
+                               MalformedMessage, MsgKind, PairCreate, PairDisplay, PairResync, PairSplit, Request,
+                               SendPeer, SetParam, SetTimer, Show, Trace, check_peer_message, request_from_wire)
 from firmware.store import SaveMedia, TrackStore
 from firmware.fig12_13_time_series import TimeSeriesQueue
 

@@ -490,7 +490,7 @@ class StorageRack:
             if dev is None or dev.row is None:
                 continue
             if self.rack.alive(a.name):
-                out[dev.report][a.name] = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+                out[dev.report][a.name] = self._device_row(dev, a.name, t)
             elif a.name in self._lost_device_rows:
                 out[dev.report][a.name] = self._lost_device_rows[a.name]
         return out
@@ -501,8 +501,12 @@ class StorageRack:
         for a in actors:
             dev = by_path(a.cls)
             if dev is not None and dev.row is not None:
-                row = dev.row(self.rack.query(a.name, dict(dev.query)), t)
+                row = self._device_row(dev, a.name, t)
                 self._lost_device_rows[a.name] = {**row, "failed": True, "lost_at_ns": self.now_ns}
+
+    def _device_row(self, dev, name: str, now_ns: int) -> dict:
+        """One device's report row, from the query its registry entry names."""
+        return dev.row(self.rack.query(name, dict(dev.query)), now_ns)
 
     def host_stats(self) -> dict:
         """Per site: latencies per phase etc.; a host killed with its site
