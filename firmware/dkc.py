@@ -18,7 +18,8 @@ from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
 from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, DiskCost, HorcTakeover, HostDone, LinkState,
                                MalformedMessage, MsgKind, PairCreate, PairDisplay, PairResync, PairSplit, Request,
-                               SendPeer, SetParam, SetTimer, Show, Trace, check_peer_message, request_from_wire)
+                               RestoreIo, SendPeer, SetParam, SetTimer, Show, Trace, check_peer_message, request_from_wire)
+from firmware.lost_tracks import LostTracks
 from firmware.store import SaveMedia, TrackStore
 from firmware.fig12_13_time_series import TimeSeriesQueue
 
@@ -54,6 +55,8 @@ class DkcFirmware:
         self.reorder: dict[str, dict[int, dict]] = {}
         self.link_up: dict[str, bool] = {}
         self.double_faults: list[dict] = []
+        #: tracks with no right image (double faults), in NVM: reads fail until rewritten
+        self.lost = LostTracks()
         self.last_recovery: dict | None = None
         self._out: list = []
 
@@ -77,10 +80,24 @@ class DkcFirmware:
     def disk_cost(self, kind: str, ldev: int, track: int, nbytes: int) -> None:
         self._out.append(DiskCost(kind, ldev, track, nbytes))
 
+    def restore_io(self, sid: int, ldev: int, track: int, save_row: int | None, save_slot: int | None) -> None:
+        self._out.append(RestoreIo(sid, ldev, track, save_row, save_slot))
+
+    def restore_done(self, now_ns: int, sid: int) -> list:
+        """The DKC finished timing the last ``RestoreIo`` of copy ``sid``."""
+        RR.restore_io_done(self, now_ns, sid)
+        return self._flush()
+
+    def save_place_lost(self, row_id: int, why: str) -> list:
+        """A save row lost its redundancy (a disk of its group, or the spare, failed)."""
+        RR.withdraw_save_place(self, row_id, why)
+        return self._flush()
+
     def answer_host(self, done: HostDone) -> None:
         self._out.append(done)
 
     def read_home(self, ldev: int, track: int) -> bytes:
+        self.lost.check(ldev, track, track, "read of")
         data = self.store.read_track(ldev, track)
         self.disk_cost("read", ldev, track, len(data))
         return data
@@ -88,6 +105,23 @@ class DkcFirmware:
     def write_home(self, ldev: int, track: int, data: bytes) -> None:
         self.store.write_track(ldev, track, data)
         self.disk_cost("write", ldev, track, len(data))
+        self.track_rewritten(ldev, track)
+
+    def track_rewritten(self, ldev: int, track: int) -> None:
+        """A whole-track write gave ``track`` a right image again."""
+        if self.lost and self.lost.clear(ldev, track):
+            self.trace(None, "lost_track_rewritten", ldev=ldev, track=track)
+
+    def mark_lost(self, ldev: int, track: int, why: str) -> None:
+        """No right image of this track exists any more: reads fail until it is rewritten."""
+        self.lost.mark(ldev, track, why)
+        self.trace(None, "track_lost", ldev=ldev, track=track, why=why)
+
+    def check_readable(self, ldev: int, lba: int, sectors: int, what: str) -> None:
+        """Raise ``TrackLost`` when the span touches a track marked lost."""
+        if self.lost:
+            spt = self.sectors_per_track
+            self.lost.check(ldev, lba // spt, (lba + max(sectors, 1) - 1) // spt, what)
 
     def _flush(self) -> list:
         out, self._out = self._out, []
@@ -156,13 +190,21 @@ class DkcFirmware:
         fw.store, fw.save_media, fw._out = store, save_media, []
         return fw
 
+    def export_check(self, ldev: int) -> None:
+        """An export of ``ldev`` must not carry bytes of a lost track."""
+        if self.lost:
+            self.lost.check(ldev, 0, self.store.ldev_tracks(ldev) - 1, "export of")
+
     def timers(self) -> list[SetTimer]:
         """Timers implied by the non-volatile state: the DKC actor re-arms
         them after `restore` (a restarted process has no timers)."""
         armed = [SetTimer(s.timer_name, s.deadline_at_ns) for _, s in sorted(self.sessions.items())
                  if s.deadline_at_ns is not None]
-        if self.rsession is not None and self.rsession.in_progress:
-            armed.append(SetTimer(self.rsession.timer_name, self.rsession.watchdog_at_ns))
+        rs = self.rsession
+        if rs is not None and rs.rolling_back:
+            armed.append(SetTimer(f"rc_restore:{rs.sid}", 0))   # finish the rollback from the NVM's cursor
+        elif rs is not None and rs.in_progress:
+            armed.append(SetTimer(rs.timer_name, rs.watchdog_at_ns))
         return armed
 
     # ------------------------------------------------------------ events
@@ -173,6 +215,7 @@ class DkcFirmware:
 
     def host_read(self, now_ns: int, req_id, ldev: int, lba: int, sectors: int) -> list:
         try:
+            self.check_readable(ldev, lba, sectors, "read of")
             data = self.store.read_sectors(ldev, lba, sectors)
         except ValueError as exc:
             self._out.append(HostDone(req_id, False, str(exc), None))
@@ -188,6 +231,8 @@ class DkcFirmware:
         kind, _, sid = name.partition(":")
         if kind == "rc_watchdog" and self.rsession is not None and str(self.rsession.sid) == sid:
             RR.s515_timeout(self, now_ns, self.rsession)
+        elif kind == "rc_restore" and sid.isdigit():
+            RR.restore_io_done(self, now_ns, int(sid))
         elif kind == "rc_deadline" and sid.isdigit() and int(sid) in self.sessions:
             session = self.sessions[int(sid)]
             RM.abort(self, session, list(session.pair_names), reason="deadline passed")

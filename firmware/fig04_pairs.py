@@ -96,7 +96,7 @@ def on_copy_track(fw: FirmwareHost, now_ns, from_site, msg):
         else:
             error = f"stale copy session {msg['sid']}"
     elif pair.state in (P.COPY, P.PAIR):
-        write_direct(fw, pair.r_ldev, msg["track"], msg["offset"], msg["data"])
+        error = write_direct(fw, pair.r_ldev, msg["track"], msg["offset"], msg["data"])
     else:
         error = f"pair {msg['pair']} not accepting copy ({pair.state})"
     fw.send(from_site, {"kind": MsgKind.COPY_TRACK_ACK.value, "sid": msg["sid"], "pair": msg["pair"],
@@ -130,14 +130,24 @@ def cmd_pairsplit(fw: FirmwareHost, now_ns: int, req: PairSplit) -> dict:
 
 def cmd_horctakeover(fw: FirmwareHost, now_ns: int, req: HorcTakeover) -> dict:
     """Make the R-DEVs writable (SSWS).  A recovery copy in progress is first
-    rolled back as on timeout, so the takeover image is consistent."""
+    rolled back as on timeout, so the takeover image is consistent; its
+    pairs become SSWS when the rollback ends (it takes disk time), the
+    others at once."""
     found = fw.pairs.select(req.target)
     bad = [p.name for p in found if p.r_site != fw.site]
     if bad:
         raise ValueError(f"pairs {bad} are not remote at {fw.site}")
-    result = None
-    if any(RR.covers(fw.rsession, p.name) for p in found):
-        result = RR.s515_timeout(fw, now_ns, fw.rsession, reason="takeover")
+    rs = fw.rsession
+    waiting = [p.name for p in found if rs is not None and rs.in_progress and p.name in rs.pair_names]
+    if waiting:
+        rs.takeover += [n for n in waiting if n not in rs.takeover]
+        RR.s515_timeout(fw, now_ns, rs, reason="takeover")
+    rs = fw.rsession   # None when the rollback had nothing to restore and is over
     for pair in found:
-        pair.state = P.SSWS
-    return {"ok": True, "pairs": [p.name for p in found], "rollback": result}
+        if rs is None or pair.name not in rs.takeover:
+            pair.state = P.SSWS
+    pending = None
+    if rs is not None and rs.takeover:
+        pending = {"sid": rs.sid, "tracks_left": len(rs.restore_queue) - rs.restore_pos, "pairs": list(rs.takeover)}
+    return {"ok": True, "pairs": [p.name for p in found], "rollback": fw.last_recovery if waiting else None,
+            "waiting_for_rollback": pending}

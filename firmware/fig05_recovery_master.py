@@ -265,7 +265,11 @@ def send_from_bitmap(fw: FirmwareHost, session: MasterSession, name: str) -> boo
         track = s410_search_next(fw, session, pair)
     if track is None:
         return False
-    data = fw.read_home(pair.m_ldev, track)
+    try:
+        data = fw.read_home(pair.m_ldev, track)
+    except ValueError as exc:   # the source track is lost here: never send bytes nobody can vouch for
+        abort(fw, session, list(session.pair_names), reason=f"data loss at {fw.site}: {exc}")
+        return False
     s408_issue_write(fw, session, pair, track, 0, data)
     return True
 
@@ -393,6 +397,7 @@ def abort(fw: FirmwareHost, session: MasterSession, rolled_back: list[str], reas
             fw.tsq_mark_incomplete(pair)
             pair.state = P.PSUE
         pair.sid, pair.sent = None, None
+    session.phase = "aborted"
     fw.cancel_timer(session.timer_name)
     fw.sessions.pop(session.sid, None)
     fw.trace(None, "recovery_copy_aborted", sid=session.sid, reason=reason, rolled_back=rolled_back)

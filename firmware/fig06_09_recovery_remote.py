@@ -49,6 +49,20 @@ class RemoteSession:
     next_cache_addr: int = 0
     double_faults: list[dict] = field(default_factory=list)
     saves: int = 0
+    #: (ldev, track, why) whose old image could not be saved (510 failed)
+    unsaved: list[tuple[int, int, str]] = field(default_factory=list)
+    #: save rows withdrawn during the copy: row -> why
+    withdrawn: dict[int, str] = field(default_factory=dict)
+    # the rollback (515-519), persisted so a restarted DKC finishes it
+    rolling_back: bool = False
+    rollback_reason: str = ""
+    rollback_pairs: list[str] = field(default_factory=list)
+    restore_queue: list[tuple[int, int]] = field(default_factory=list)
+    restore_pos: int = 0
+    #: pairs whose horctakeover waits for the rollback
+    takeover: list[str] = field(default_factory=list)
+    #: a start instruction from the master that arrived during the rollback
+    pending_start: dict | None = None
 
     def rolled_back_pairs(self) -> list[str]:
         """Pairs whose LDEV returns to the suspension image on timeout (516):
@@ -67,8 +81,11 @@ def s501_receive_start(fw: FirmwareHost, now_ns: int, from_site: str, msg: dict)
     """501: "receive the start instruction"."""
     fw.trace(501, "rc_start_received", sid=msg["sid"], master=from_site, pairs=msg["pairs"])
     if fw.rsession is not None and fw.rsession.master_site == from_site:
-        # the master gave up on the previous copy (e.g. link flap): roll it back first
+        # the master gave up on the previous copy (e.g. link flap): roll it back
+        # first; the new copy starts when the rollback is done
+        fw.rsession.pending_start = msg
         s515_timeout(fw, now_ns, fw.rsession, reason="superseded")
+        return
     if fw.rsession is not None:
         fw.send(from_site, {"kind": MsgKind.RC_READY.value, "sid": msg["sid"], "ok": False,
                             "error": f"recovery copy {fw.rsession.sid} already in progress"})
@@ -119,7 +136,8 @@ def s505_wait(fw: FirmwareHost, session: RemoteSession, event: str) -> None:
 # ---------------------------------------------------------------- 506-512, 751-757
 
 def covers(session: RemoteSession | None, pair_name: str) -> bool:
-    return session is not None and session.in_progress and pair_name in session.pair_names
+    return (session is not None and session.in_progress and not session.rolling_back
+            and pair_name in session.pair_names)
 
 
 def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, offset_sectors: int,
@@ -133,6 +151,9 @@ def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, 
     except SaveMediaError as exc:  # the staged copy to merge into is unreadable
         fw.trace(None, "double_fault", where="merge_staged", ldev=ldev, track=track, error=str(exc))
         return f"save media: {exc}"
+    except ValueError as exc:      # a partial write onto a track with no right image
+        fw.trace(None, "partial_write_to_lost_track", ldev=ldev, track=track, error=str(exc))
+        return str(exc)
     if session.method == NONE or frees_on_reached(session, pair.name):
         s508_report_write_end(fw, session, pair.name, track)
         fw.write_home(ldev, track, new_track)
@@ -147,13 +168,15 @@ def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, 
             node = s509_find_free_save_track(fw, session, ldev, track, pair.name)
         except SaveAreaFull as exc:
             fw.trace(None, "save_area_full", sid=session.sid, ldev=ldev, track=track)
-            return str(exc)
+            withdrawn = "; ".join(f"save row {r} withdrawn: {why}" for r, why in sorted(session.withdrawn.items()))
+            return f"{exc}" + (f" ({withdrawn})" if withdrawn else "")
     s508_report_write_end(fw, session, pair.name, track)
     if session.method == SAVE_OLD:
         try:
             old = s510_read_old_and_record(fw, session, node)
         except ValueError as exc:   # the old track is unreadable: a double fault, never saved as garbage
             forget_node(session, node)
+            session.unsaved.append((ldev, track, str(exc)))
             fault = {"ldev": ldev, "track": track, "row": None, "error": str(exc), "where": "save_old"}
             session.double_faults.append(fault)
             fw.double_faults.append(fault)
@@ -357,48 +380,111 @@ def s520_clear_flag(fw: FirmwareHost, session: RemoteSession, outcome: str) -> d
 
 # ---------------------------------------------------------------- 515-519 and stage-new timeout
 
-def s515_timeout(fw: FirmwareHost, now_ns: int, session: RemoteSession, reason: str = "timer") -> dict:
+def s515_timeout(fw: FirmwareHost, now_ns: int, session: RemoteSession, reason: str = "timer") -> None:
     """515: "timer expired -> 516 ... Consistency restored"; stage-new
     (0068): apply staged tracks of pairs that got "recovery reached",
-    discard the others."""
+    discard the others.
+
+    Beyond the patent's single box: the rollback takes time. The pairs to
+    roll back stop taking updates at once (PSUE); then one saved track at a
+    time is restored (517-519), each timed by the DKC (``RestoreIo``: read
+    from the save area, written home through the cache), each its own event
+    and crash point. The restore list and its cursor live in NVM, and
+    restoring a track again gives the same bytes, so a DKC killed in the
+    middle finishes the rollback after its restart."""
+    if session.rolling_back:
+        return
     s505_wait(fw, session, reason)
     fw.trace(515, "rc_timeout", sid=session.sid, reason=reason)
-    rolled = session.rolled_back_pairs()
     assert_accounting(session.save_bitmap, session.saved)   # what the rollback reads is consistent
+    session.rolling_back, session.rollback_reason = True, reason
+    session.rollback_pairs = session.rolled_back_pairs()
+    fw.cancel_timer(session.timer_name)
+    for name in session.rollback_pairs:
+        fw.pairs.get(name).state = P.PSUE   # no update lands on an LDEV being rolled back
     if session.method == SAVE_OLD:
-        for name in rolled:
+        for name in session.rollback_pairs:
             s516_restore_pair(fw, session, fw.pairs.get(name))
-    elif session.method == STAGE_NEW:
-        apply_staged(fw, session, [n for n in session.pair_names if n not in rolled])
-        fw.trace(None, "staged_discarded", pairs=rolled)
-    for name in session.pair_names:
-        fw.pairs.get(name).state = P.PSUE if name in rolled else P.PAIR
-    result = s520_clear_flag(fw, session, outcome="rolled_back")
-    result["rolled_back"] = rolled
-    fw.last_recovery = result
-    fw.send(session.master_site, {"kind": MsgKind.RC_ABORTED.value, "sid": session.sid, "rolled_back": rolled,
-                                  "reason": reason,
-                                  "double_faults": len(session.double_faults)})
-    return result
+    fw.trace(None, "rc_rollback_started", sid=session.sid, pairs=list(session.rollback_pairs),
+             tracks=len(session.restore_queue))
+    restore_next(fw, now_ns, session)
 
 
 def s516_restore_pair(fw: FirmwareHost, session: RemoteSession, pair) -> None:
     """516: "for every LDEV whose pair did NOT get 'recovery reached', look
-    up saved data"."""
+    up saved data": its saved tracks join the restore list; a track whose
+    old image was never saved (510 failed) has none to restore and is lost."""
     nodes = session.saved.ldev_nodes(pair.r_ldev)
     fw.trace(516, "rc_lookup_saved", pair=pair.name, ldev=pair.r_ldev, nodes=len(nodes))
-    for node in nodes:
+    session.restore_queue += [(n.home_ldev, n.home_track) for n in nodes]
+    for ldev, track, why in session.unsaved:
+        if ldev == pair.r_ldev:
+            fw.mark_lost(ldev, track, f"its suspension image was not saved ({why})")
+
+
+def restore_next(fw: FirmwareHost, now_ns: int, session: RemoteSession) -> None:
+    """Restore the next track of the list (517-519) and ask the DKC to time
+    it; when the list is done, finish the rollback."""
+    while session.restore_pos < len(session.restore_queue):
+        ldev, track = session.restore_queue[session.restore_pos]
+        session.restore_pos += 1
+        node = session.saved.find(ldev, track)
+        if node is None:
+            continue
         try:
             if s517_in_cache(fw, session, node):
                 s518_restore_from_cache(fw, session, node)
+                fw.restore_io(session.sid, ldev, track, None, None)
+            elif s519_restore_from_save_area(fw, session, node):
+                fw.restore_io(session.sid, ldev, track, node.save_row, node.save_slot)
             else:
-                s519_restore_from_save_area(fw, session, node)
+                continue       # nothing could be read: no transfer to time
         except ValueError as exc:   # the home track cannot be written back: a double fault
-            fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
-                     "error": str(exc), "where": "restore"}
-            session.double_faults.append(fault)
-            fw.double_faults.append(fault)
-            fw.trace(None, "double_fault", **fault)
+            record_loss(fw, session, node, f"its home cannot be written: {exc}", where="restore")
+            continue
+        return
+    finish_rollback(fw, now_ns, session)
+
+
+def restore_io_done(fw: FirmwareHost, now_ns: int, sid: int) -> None:
+    """The DKC finished timing one restored track."""
+    session = fw.rsession
+    if session is not None and session.sid == sid and session.rolling_back:
+        restore_next(fw, now_ns, session)
+
+
+def record_loss(fw: FirmwareHost, session: RemoteSession, node: SavedNode, why: str, where: str) -> None:
+    fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row, "error": why,
+             "where": where}
+    session.double_faults.append(fault)
+    fw.double_faults.append(fault)
+    fw.trace(None, "double_fault", **fault)
+    fw.mark_lost(node.home_ldev, node.home_track, why)
+
+
+def finish_rollback(fw: FirmwareHost, now_ns: int, session: RemoteSession) -> dict:
+    """The last box of 515: every rolled-back LDEV is at its suspension image
+    (or its lost tracks are marked); tell the master."""
+    rolled = list(session.rollback_pairs)
+    if session.method == STAGE_NEW:
+        apply_staged(fw, session, [n for n in session.pair_names if n not in rolled])
+        fw.trace(None, "staged_discarded", pairs=rolled)
+    for name in session.pair_names:
+        fw.pairs.get(name).state = P.PSUE if name in rolled else P.PAIR
+    for name in session.takeover:
+        fw.pairs.get(name).state = P.SSWS
+    if session.takeover:
+        fw.trace(None, "takeover_done", pairs=list(session.takeover))
+    result = s520_clear_flag(fw, session, outcome="rolled_back")
+    result["rolled_back"] = rolled
+    result["restored_tracks"] = len(session.restore_queue)
+    fw.last_recovery = result
+    fw.send(session.master_site, {"kind": MsgKind.RC_ABORTED.value, "sid": session.sid, "rolled_back": rolled,
+                                  "reason": session.rollback_reason,
+                                  "double_faults": len(session.double_faults)})
+    if session.pending_start is not None:   # a new copy from the master waited for this rollback
+        s501_receive_start(fw, now_ns, session.master_site, session.pending_start)
+    return result
 
 
 def s517_in_cache(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> bool:
@@ -414,23 +500,37 @@ def s518_restore_from_cache(fw: FirmwareHost, session: RemoteSession, node: Save
     fw.trace(518, "restored_from_cache", ldev=node.home_ldev, track=node.home_track)
 
 
-def s519_restore_from_save_area(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> None:
+def s519_restore_from_save_area(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> bool:
     """519: "no: read it from parity track / spare disk into cache, then
     write the old track back to its home".  An unreadable row is a double
-    fault: reported, and the track is left as is (never wrong data)."""
+    fault: the track has no right image left, so it is marked lost (reads
+    and exports of it fail) instead of serving the copy's new data."""
     try:
         old = fw.save_media.read_save(node.save_row, node.save_slot)
     except SaveMediaError as exc:
-        fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
-                 "error": str(exc)}
-        session.double_faults.append(fault)
-        fw.double_faults.append(fault)
-        fw.trace(519, "double_fault", **fault)
-        return
-    fw.disk_cost("save_read", node.home_ldev, node.home_track, len(old))
+        fw.trace(519, "double_fault", ldev=node.home_ldev, track=node.home_track, row=node.save_row,
+                 error=str(exc))
+        record_loss(fw, session, node, f"its saved image on save row {node.save_row} is unreadable: {exc}",
+                    where="restore_read")
+        return False
     fw.write_home(node.home_ldev, node.home_track, old)
     fw.trace(519, "restored_from_save_area", ldev=node.home_ldev, track=node.home_track,
              row=node.save_row, slot=node.save_slot)
+    return True
+
+
+def withdraw_save_place(fw: FirmwareHost, row_id: int, why: str) -> None:
+    """Beyond the patent: a save place that lost its redundancy (a parity
+    group running degraded, a failed spare) takes no more saved tracks; its
+    "may be used" flag (801) is cleared. Tracks already saved there stay
+    where they are (read back on rollback if they still can be)."""
+    session = fw.rsession
+    if session is None or not session.in_progress or not session.save_bitmap.usable.get(row_id):
+        return
+    session.save_bitmap.usable[row_id] = False
+    session.withdrawn[row_id] = why
+    fw.trace(None, "save_place_withdrawn", sid=session.sid, row=row_id, why=why,
+             capacity_left=session.save_bitmap.capacity_tracks())
 
 
 def apply_staged(fw: FirmwareHost, session: RemoteSession, pair_names: list[str]) -> None:
@@ -440,12 +540,9 @@ def apply_staged(fw: FirmwareHost, session: RemoteSession, pair_names: list[str]
         for node in session.saved.ldev_nodes(pair.r_ldev):
             try:
                 data = load_saved(fw, session, node)
-            except SaveMediaError as exc:
-                fault = {"ldev": node.home_ldev, "track": node.home_track, "row": node.save_row,
-                         "error": str(exc)}
-                session.double_faults.append(fault)
-                fw.double_faults.append(fault)
-                fw.trace(None, "double_fault", **fault)
+            except SaveMediaError as exc:   # the home keeps an older image than the master's
+                record_loss(fw, session, node, f"its staged image on save row {node.save_row} is unreadable: "
+                            f"{exc}", where="apply_staged")
                 continue
             fw.write_home(node.home_ldev, node.home_track, data)
         fw.trace(None, "staged_applied", pair=name)

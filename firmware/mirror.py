@@ -32,6 +32,10 @@ def do_host_write(fw: FirmwareHost, now_ns: int, req_id, ldev: int, lba: int, se
         return
     fw.store.write_sectors(ldev, lba, data)
     pieces = fw.split_pieces(lba, data)
+    if fw.lost:
+        for track, offset, piece in pieces:
+            if offset == 0 and len(piece) == fw.store.track_bytes:
+                fw.track_rewritten(ldev, track)
     waits = 0
     for pair in fw.pairs.by_master_ldev(fw.site, ldev):
         to_mirror = route_pieces(fw, pair, pieces)
@@ -54,6 +58,10 @@ def check_host_write(fw: FirmwareHost, ldev: int, lba: int, sectors: int, data: 
         return str(exc)
     if lba < 0 or lba + sectors > limit:
         return f"lba {lba}+{sectors} beyond ldev {ldev} ({limit} sectors)"
+    if fw.lost:
+        lost = partial_writes_to_lost(fw, ldev, fw.split_pieces(lba, data))
+        if lost:
+            return lost
     for pair in fw.pairs.by_remote_ldev(fw.site, ldev):
         if pair.state not in (P.SMPL, P.SSWS):
             return f"R-DEV {ldev} of pair {pair.name} is write protected ({pair.state})"
@@ -205,7 +213,9 @@ def apply_rc_write(fw: FirmwareHost, from_site, msg):
             if error:
                 break
         else:
-            write_direct(fw, pair.r_ldev, track, offset, data)
+            error = write_direct(fw, pair.r_ldev, track, offset, data)
+            if error:
+                break
     fw.send(from_site, {"kind": MsgKind.RC_WRITE_ACK.value, "seq": msg["seq"], "ok": error is None,
                         "error": error})
 
@@ -214,12 +224,29 @@ def on_rc_write_ack(fw: FirmwareHost, now_ns, from_site, msg):
     mirror_done(fw, (from_site, msg["seq"]), bool(msg["ok"]), msg.get("error"))
 
 
-def write_direct(fw: FirmwareHost, ldev: int, track: int, offset: int, data: bytes) -> None:
+def partial_writes_to_lost(fw: FirmwareHost, ldev: int, pieces) -> str | None:
+    """A partial write to a track marked lost is refused (the rest of the
+    track is unknown); a whole-track write is what clears the mark."""
+    for track, offset, piece in pieces:
+        if not (offset == 0 and len(piece) == fw.store.track_bytes):
+            try:
+                fw.lost.check(ldev, track, track, "partial write to")
+            except ValueError as exc:
+                return f"{exc}; write the whole track to give it a right image"
+    return None
+
+
+def write_direct(fw: FirmwareHost, ldev: int, track: int, offset: int, data: bytes) -> str | None:
+    """Apply one piece at the remote outside a recovery copy; an error string
+    when it cannot be applied (a partial write to a lost track)."""
     if offset == 0 and len(data) == fw.store.track_bytes:
         fw.write_home(ldev, track, data)
-    else:
+        return None
+    error = partial_writes_to_lost(fw, ldev, [(track, offset, data)]) if fw.lost else None
+    if error is None:
         fw.store.write_sectors(ldev, track * fw.sectors_per_track + offset, data)
         fw.disk_cost("write", ldev, track, len(data))
+    return error
 
 
 

@@ -38,6 +38,8 @@ FENCES = ("data", "status", "never")
 #: trace steps whose record also raises a named signal (``run until EVENT``)
 SIGNAL_STEPS = {353: "pair.mirroring", 411: "recovery.reached", 413: "recovery.complete",
                 515: "recovery.timeout", 519: "recovery.restored", 520: "recovery.remote_done"}
+#: trace records without a step number that also raise a named event
+SIGNAL_EVENTS = {"rc_rollback_done": "recovery.rolled_back"}
 
 #: a peer message carrying more track data than this is dropped at the wire
 MAX_MSG_DATA_BYTES = 4 << 20
@@ -107,6 +109,19 @@ class DiskCost:
     ldev: int
     track: int
     nbytes: int
+
+
+@dataclass
+class RestoreIo:
+    """Time one track restored by a rollback (516-519): read its saved copy
+    from save row ``save_row`` slot ``save_slot`` (None: it came from cache),
+    the write home going through the cache; then call
+    ``restore_done(sid)``."""
+    sid: int
+    ldev: int
+    track: int
+    save_row: int | None
+    save_slot: int | None
 
 
 # -- the wire boundary: what each peer message must carry ---------------------------------

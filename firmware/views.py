@@ -26,6 +26,9 @@ def view_save_area(fw: FirmwareHost, ldev: int | None) -> dict:
     """Fig. 10 rows of this remote's save area and the Fig. 11 node count."""
     rs = fw.rsession
     return {"in_progress": bool(rs and rs.in_progress),
+            "rolling_back": bool(rs and rs.rolling_back),
+            "restore": {"done": rs.restore_pos, "tracks": len(rs.restore_queue)} if rs and rs.rolling_back else None,
+            "lost_tracks": fw.lost.count(),
             "rows": rs.save_bitmap.describe() if rs else [],
             "cache_tracks": len(rs.cache) if rs else 0, "saved_nodes": len(rs.saved) if rs else 0,
             "double_faults": list(fw.double_faults)}

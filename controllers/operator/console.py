@@ -18,7 +18,8 @@ from tabulate import tabulate
 
 from controllers.operator.report import natural_key
 from controllers.rack.storage import SHOW_VIEWS, CommandError, StorageRack, show_usage
-from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_STEPS
+from firmware.lost_tracks import format_ranges
+from firmware.protocol import FENCES, METHODS, MODES, ORDERS, PAIR_STATES, SIGNAL_EVENTS, SIGNAL_STEPS
 from controllers.devices.svp import SETTABLE
 from emu import units
 from controllers.verify.rack_verify import verify_rack
@@ -41,6 +42,19 @@ def command(complete: Callable[["SvpConsole"], list[str]] | None = None):
 
 class ExpectFailed(Exception):
     """An ``expect`` line did not hold."""
+
+
+def _loss_text(runs: list[dict], most: int = 6) -> str:
+    """Lost track runs of one LDEV, grouped by reason: 'tracks 0, 4-7 (why); ...'."""
+    by_why: dict[str, list[int]] = {}
+    for run in runs:
+        by_why.setdefault(run["why"], []).extend(range(run["first"], run["last"] + 1))
+    parts = []
+    for why, tracks in sorted(by_why.items()):
+        spans = format_ranges(tracks).split(", ")
+        shown = ", ".join(spans[:most]) + (f", ... ({len(tracks)} tracks)" if len(spans) > most else "")
+        parts.append(f"{'track' if len(tracks) == 1 else 'tracks'} {shown} ({why})")
+    return "; ".join(parts)
 
 
 class SvpConsole(cmd.Cmd):
@@ -206,14 +220,20 @@ class SvpConsole(cmd.Cmd):
     @command(complete=lambda c: c._targets())
     def do_horctakeover(self, arg):
         """horctakeover GROUP|PAIR
-        Make the remote's R-DEVs writable (SSWS); a recovery copy in progress is rolled back first.
+        Make the remote's R-DEVs writable (SSWS). A recovery copy in progress is rolled
+        back first: its pairs become SSWS when the rollback ends (run until recovery.rolled_back).
         Example: horctakeover g0"""
         pos = self._args(arg)
         if len(pos) != 1:
             raise ValueError("usage: horctakeover GROUP|PAIR")
         self.rack.resolve(pos[0])
-        self.rack.horctakeover(pos[0])
-        self.say(f"horctakeover {pos[0]}: SSWS")
+        out = self.rack.horctakeover(pos[0])
+        waiting = [r["waiting_for_rollback"] for r in out["results"] if r.get("waiting_for_rollback")]
+        for w in waiting:
+            self.say(f"horctakeover {pos[0]}: rolling back recovery copy {w['sid']} first "
+                     f"({w['tracks_left']} tracks to restore); {', '.join(w['pairs'])} become SSWS when it ends")
+        if not waiting:
+            self.say(f"horctakeover {pos[0]}: SSWS")
 
     # -- settings -------------------------------------------------------------------------------
     @command(complete=lambda c: sorted(SETTABLE) + [f"{ln}.{k}" for ln in sorted(c.rack.links)
@@ -298,11 +318,12 @@ class SvpConsole(cmd.Cmd):
         self.say(f"phase {pos[0]} at {units.fmt_ns(self.rack.now_ns)}")
 
     # -- time --------------------------------------------------------------------------------------------
-    @command(complete=lambda c: ["until", "IDLE"] + sorted(SIGNAL_STEPS.values()))
+    @command(complete=lambda c: ["until", "IDLE"] + sorted({*SIGNAL_STEPS.values(), *SIGNAL_EVENTS.values()}))
     def do_run(self, arg):
         """run DURATION | run until IDLE|EVENT [LIMIT]
         Advance virtual time. Events: pair.mirroring, recovery.reached, recovery.complete,
-        recovery.timeout, recovery.restored, recovery.remote_done.
+        recovery.timeout, recovery.restored (each restored track), recovery.rolled_back
+        (the remote's rollback is over), recovery.remote_done.
         Example: run 200ms"""
         w = self._args(arg)
         if len(w) == 1:
@@ -387,8 +408,15 @@ class SvpConsole(cmd.Cmd):
         for g in v.get("skipped", []):
             self.say(f"  group {g['group']}: not checked ({g['reason']})")
         for g in v["groups"]:
+            for loss in g.get("data_loss", []):
+                self.say(f"  group {g['group']}: DATA LOSS at {loss['site']} ldev {loss['ldev']} (pair {loss['pair']}): "
+                         + _loss_text(loss["tracks"]))
             if g.get("data_loss"):
-                self.say(f"  group {g['group']}: DATA LOSS reported: {g['data_loss']}")
+                if not g.get("units"):
+                    continue
+                self.say(f"  group {g['group']}: the other LDEVs: "
+                         f"{'consistent' if g['consistent'] else 'INCONSISTENT'}"
+                         + ("" if g["consistent"] else f"; {'; '.join(g['reasons'][:3])}"))
                 continue
             self.say(f"  group {g['group']}: {'consistent' if g['consistent'] else 'INCONSISTENT'}; "
                      f"acknowledged writes missing {g.get('missing_acked', 0)}"

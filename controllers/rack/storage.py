@@ -17,7 +17,7 @@ from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modul
 from controllers.rack.layout import load_storage_config
 from firmware.fig05_recovery_master import copy_need_tracks, save_capacity
 from emu import units
-from firmware.protocol import (SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
+from firmware.protocol import (SIGNAL_EVENTS, SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                SetParam, Show, request_to_wire)
 from emu.rack import Rack
 
@@ -422,12 +422,24 @@ class StorageRack:
         if event.upper() == "IDLE":
             self.rack.run_until_idle(limit_ns)
             return self.now_ns
-        known = set(SIGNAL_STEPS.values())
+        known = set(SIGNAL_STEPS.values()) | set(SIGNAL_EVENTS.values())
         if event not in known:
             raise CommandError(f"unknown event {event!r} (IDLE, {', '.join(sorted(known))})")
         t = self.rack.run_until_event(event, limit_ns)
         self._notice_deaths()
         return t
+
+    def wait_rollbacks(self, limit_ns: int = RUN_UNTIL_LIMIT_NS) -> int:
+        """Run until no remote of a live site is rolling back a recovery copy
+        (a rollback takes disk time, one restored track after another)."""
+        end = self.now_ns + limit_ns
+        while self.now_ns < end:
+            busy = [s for s in sorted(self.sites) if s not in self.down_sites and self.rack.alive(f"{s}.dkc")
+                    and self._fw_query(s, Show("save-area"))["rolling_back"]]
+            if not busy or self.rack.run_until_event("recovery.rolled_back", end - self.now_ns) is None:
+                break
+        self._notice_deaths()
+        return self.now_ns
 
     def _notice_deaths(self) -> None:
         for f in self.rack.faults:
@@ -443,6 +455,13 @@ class StorageRack:
         if not out.get("ok"):
             raise CommandError(out.get("error", "export failed"))
         return bytes(out["data"])
+
+    def lost_tracks(self, site: str) -> dict[int, list[dict]]:
+        """Per LDEV of ``site``: runs of tracks with no right image
+        ({first, last, why}); reads and exports of them fail."""
+        self._site_up(site)
+        out = self.rack.query(f"{site}.dkc", {"q": "lost"})
+        return {int(k): v for k, v in sorted(out["ldevs"].items(), key=lambda kv: int(kv[0]))}
 
     def export(self, site: str, ldev: int, path: str) -> dict:
         data = self.export_bytes(site, ldev)

@@ -3,7 +3,7 @@ checker (DESIGN section 5). It lives with the checkers, not in the rack
 facade, so the rack assembly does not depend on how it is judged."""
 from __future__ import annotations
 
-from controllers.rack.storage import CommandError, StorageRack
+from controllers.rack.storage import StorageRack
 from controllers.verify.checker import check, equals
 
 
@@ -29,17 +29,25 @@ def verify_rack(rack: StorageRack) -> dict:
             # the master's log no longer describes this image
             skipped.append({"group": gname, "reason": f"written by {g['remote']}'s host after takeover"})
             continue
-        try:
-            images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
-        except CommandError as exc:   # the rack reports lost data (a double fault): say so
-            verdicts.append({"group": gname, "consistent": False, "data_loss": str(exc), "reasons": [str(exc)]})
+        # tracks the remote DKC reports lost are judged as DATA LOSS, per
+        # LDEV and track range; the rest of the group is still checked
+        lost = rack.lost_tracks(g["remote"])
+        lossy = [p for p in members if lost.get(p["r_ldev"])]
+        loss_rows = [{"pair": p["name"], "site": p["r_site"], "ldev": p["r_ldev"], "tracks": lost[p["r_ldev"]]}
+                     for p in lossy]
+        if loss_rows:
             ok = False
-            continue
+        members = [p for p in members if p not in lossy]
+        images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
         unit = rack.resync_units.get(gname, default_unit)
         units_used.add(unit)
         units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
+        units_ = [u for u in units_ if u]
         v = check(images, log.filter(sites=[g["master"]]), units_)
-        verdicts.append({"group": gname, "unit": unit, **v.to_dict()})
+        row = {"group": gname, "unit": unit, **v.to_dict()}
+        if loss_rows:   # "consistent" then speaks of the LDEVs that could be read
+            row["data_loss"] = loss_rows
+        verdicts.append(row)
         ok = ok and bool(v.consistent)
         for p in members:
             pairs_out[p["name"]] = _pair_verdict(rack, p, images[p["m_ldev"]])

@@ -77,10 +77,21 @@ def run_point(config: str, preamble: list[str], seed: int, settings: dict, fault
         max_time_ns = rack.settings()["max_time"]
         _inject(rack, fault)
         t_end = rack.rack.run_until_record({515, 520}, 1, max_time_ns + 2 * SETTLE_NS)
+        t_end = _wait_rollback(rack, t_end)
         rack.run(SETTLE_NS)
         verdict = verify_rack(rack)
         last = rack.show("recovery-plan")[_remote(rack)]["last_remote"]
         return _judge(k, t_crash, t_end, verdict, last, rack.settings(_remote(rack))["method"])
+
+
+def _wait_rollback(rack, t_end):
+    """A rollback takes disk time (one restored track after another): the
+    remote is judged when it is over, and the RTO includes it."""
+    if t_end is None:
+        return t_end
+    before = rack.now_ns
+    after = rack.wait_rollbacks(LIMIT_NS)
+    return after if after > before else t_end
 
 
 def _remote(rack) -> str:

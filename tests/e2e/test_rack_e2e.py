@@ -57,6 +57,7 @@ def run_scenario(backend="inline", method="save-old", order="bitmap", unit="ldev
             r.run(kill_after_ns)
         r.fault_site_down("main")
         r.run(t_ns + 200 * MS)
+        r.wait_rollbacks()
         verdict = verify_rack(r)
         last = r.show("recovery-plan")["remote"]["last_remote"]
         sha = r.rack.finish_trace()

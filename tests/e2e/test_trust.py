@@ -155,6 +155,7 @@ def test_verify_judges_by_the_unit_of_the_last_copy_after_the_master_is_lost():
         r.run(5 * MS)
         r.fault_site_down("main")
         r.run(400 * MS)
+        r.wait_rollbacks()
         v = verify_rack(r)
         assert v["unit"] == "group" and [g["unit"] for g in v["groups"]] == ["group"], v
         assert v["consistent"], v

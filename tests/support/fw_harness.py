@@ -11,7 +11,10 @@ from __future__ import annotations
 import heapq
 
 from firmware.dkc import DkcFirmware
-from firmware.protocol import CancelTimer, DiskCost, HostDone, SendPeer, SetTimer, Trace
+from firmware.protocol import CancelTimer, DiskCost, HostDone, RestoreIo, SendPeer, SetTimer, Trace
+
+#: time the harness charges for one restored track (from the save area / from cache)
+RESTORE_DISK_NS, RESTORE_CACHE_NS = 1_000_000, 10_000
 from firmware.store import MemorySaveMedia, MemoryTrackStore, SaveRow
 
 STEPS_SEEN: set[int] = set()
@@ -70,6 +73,9 @@ class Harness:
                 self.timers[(site, act.name)] = self.timers.get((site, act.name), 0) + 1
             elif isinstance(act, DiskCost):
                 self.disk_bytes += act.nbytes
+            elif isinstance(act, RestoreIo):
+                delay = RESTORE_CACHE_NS if act.save_row is None else RESTORE_DISK_NS
+                self._push(self.now_ns + delay, "restore", (site, act.sid))
 
     # -------------------------------------------------------------- inputs
     def command(self, site: str, cmd: dict) -> dict:
@@ -128,6 +134,8 @@ class Harness:
             _, name, gen = payload
             if self.timers.get((site, name)) == gen:
                 self._apply(site, fw.timer(self.now_ns, name))
+        elif kind == "restore":
+            self._apply(site, fw.restore_done(self.now_ns, payload[1]))
         return True
 
     def run(self, until_ns: int | None = None, max_events: int | None = None) -> None:

@@ -35,8 +35,9 @@ from controllers.devices.dkc.cache import CachedStore, DataLost, TrackCache
 from controllers.devices.dkc.nvm import read_state, write_state
 from controllers.devices.dkc.save_media import DiskSaveMedia
 from firmware.dkc import DkcFirmware
-from firmware.protocol import (SECTOR_BYTES, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone, LinkState, SendPeer,
-                               SetTimer, Trace)
+from firmware.lost_tracks import LostTracks
+from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone,
+                               LinkState, RestoreIo, SendPeer, SetTimer, Trace)
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.raid.sparing import REBUILD_RETRY_NS, decide_rebuild, locate_failed_disk
 from controllers.devices.link import message_bytes
@@ -46,6 +47,7 @@ from emu.wire import body_problem
 
 PENDING_READS_MAX = 4096
 DESTAGE_IO, REBUILD_IO = "destage", "rebuild"   # tags of the disk transfers nobody's read waits on
+RESTORE_IO = "restore"                 # tag of a rollback's save-area read (the firmware waits on it)
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 #: firmware steps whose trace record also raises a named event for ``run until``
@@ -104,6 +106,8 @@ class Dkc(Actor):
         self.destage_seq = 0
         self.pending_reads: dict[str, dict] = {}
         self.disk_seq = 0
+        #: the rollback's restore being timed: {"sid", "left"} (volatile: the firmware re-arms it)
+        self.restore_wait: dict | None = None
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0}
@@ -260,6 +264,8 @@ class Dkc(Actor):
                 self._destage_done(key)
             elif tag == REBUILD_IO and isinstance(key, int):
                 self._rebuild_io_done(key)
+            elif tag == RESTORE_IO and isinstance(key, int):
+                self._restore_io_done(key)
             else:
                 self.stats["bad_messages"] += 1
                 self.trace("dkc.bad_message", kind="io_done", error=f"unknown id {rid!r}")
@@ -335,6 +341,8 @@ class Dkc(Actor):
                 self.trace(act.event, step=act.step, **act.fields)
                 if act.step in SIGNAL_STEPS:
                     self.signal(SIGNAL_STEPS[act.step])
+                elif act.step is None and act.event in SIGNAL_EVENTS:
+                    self.signal(SIGNAL_EVENTS[act.event])
             elif isinstance(act, SendPeer):
                 link = self.params["peers"].get(act.site)
                 if link is None:
@@ -352,6 +360,61 @@ class Dkc(Actor):
                 self.cancel_timer(f"fw:{act.name}")
             elif isinstance(act, DiskCost):
                 self._disk_cost(act)
+            elif isinstance(act, RestoreIo):
+                self._restore_io(act)
+
+    # -- the rollback's restores (516-519) ------------------------------------------------------
+    def _restore_io(self, act: RestoreIo) -> None:
+        """Time one restored track: the controller moves it, and (unless it
+        came from cache) the save area is read: the parity track of its
+        group's stripe, or the spare disk's slot. The write home is the
+        cache's, destaged later like any write. The firmware's next restore
+        waits for this one."""
+        delay = self._occupy(self.tb)
+        self.restore_wait = {"sid": act.sid, "left": 0}
+        if act.save_row is not None:
+            disk, lba = self._save_slot_disk(act.save_row, act.save_slot)
+            if disk is not None:
+                self.restore_wait["left"] = 1
+                self.stats["disk_ios"] += 1
+                self.send(self.params["layout"]["disks"][disk], "io",
+                          {"id": [RESTORE_IO, act.sid], "op": "r", "lba": lba, "sectors": self.tb // SECTOR_BYTES},
+                          delay_ns=delay)
+                self.set_timer("restore_wait:", delay + self.params["cost"]["disk_timeout_ns"], act.sid)
+                return
+        self.set_timer("restore_wait:", delay, act.sid)
+
+    def _save_slot_disk(self, row: int, slot: int) -> tuple[int | None, int]:
+        """Site disk and LBA of save row ``row`` slot ``slot`` (None when gone)."""
+        lay = self.params["layout"]
+        spt = self.tb // SECTOR_BYTES
+        if row < lay["groups"]:
+            member = self.groups[row].layout.parity_disk(slot)
+            if member in self.groups[row].failed_disks:
+                return None, 0
+            return self._disk_index(row, member), slot * spt
+        first_spare = lay["groups"] * (lay["n_data"] + 1)
+        return first_spare + row - lay["groups"], slot * spt
+
+    def _restore_io_done(self, sid: int) -> None:
+        wait = self.restore_wait
+        if wait is None or wait["sid"] != sid:
+            return
+        wait["left"] -= 1
+        if wait["left"] <= 0:
+            self.cancel_timer("restore_wait:")
+            self._restore_next(sid)
+
+    def _timer_restore_wait(self, rest: str, data) -> None:
+        """The restore's transfer is done (or its disk never answered: the
+        bytes were already moved, only the timing is cut short)."""
+        if self.restore_wait is not None and self.restore_wait["left"] > 0:
+            self.trace("dkc.restore_io_timeout", sid=data)
+        self._restore_next(int(data))
+
+    def _restore_next(self, sid: int) -> None:
+        self.restore_wait = None
+        self._execute(self.fw.restore_done(self.now_ns, sid))
 
     def _disk_cost(self, act: DiskCost) -> None:
         """A write makes its track write-pending in the cache (destaged later,
@@ -426,6 +489,26 @@ class Dkc(Actor):
             return {"ok": False, "error": str(exc)}
         return super().on_control(command)
 
+    def _lost_ranges(self) -> dict[int, list[dict]]:
+        """Per LDEV, runs of tracks with no right image: those the firmware
+        marked lost (a rollback could not restore them) and those RAID5
+        cannot derive (two members of a group gone)."""
+        out = self.fw.lost.ranges()
+        for ld in self.params["layout"]["ldevs"]:
+            ldev = ld["ldev"]
+            ext = self.array.extent(ldev)
+            raid_lost = [t - ext.first_track for t in self.groups[ext.group].lost_tracks()
+                         if ext.first_track <= t < ext.first_track + ext.n_tracks]
+            if raid_lost:
+                marked = {t for r in out.get(ldev, []) for t in range(r["first"], r["last"] + 1)}
+                extra = LostTracks()
+                for t in raid_lost:
+                    if t not in marked:
+                        extra.mark(ldev, t, f"RAID5 group {ext.group} cannot derive it")
+                runs = out.get(ldev, []) + extra.ranges().get(ldev, [])
+                out[ldev] = sorted(runs, key=lambda r: r["first"])
+        return out
+
     def _disk_index(self, g: int, member: int) -> int:
         return self.member_map[g][member] if member < len(self.member_map[g]) else self.rebuilds[g]
 
@@ -446,12 +529,14 @@ class Dkc(Actor):
         if where.group is not None:
             if where.member not in self.groups[where.group].failed_disks:
                 self.groups[where.group].fail_disk(where.member)
+            self._execute(self.fw.save_place_lost(where.group, f"disk {disk} of parity group {where.group} failed"))
             self._start_rebuild(where.group)
             return
         if where.rebuild_target_of is not None:   # the rebuild target itself died
             self.trace("raid.rebuild_target_lost", group=where.rebuild_target_of, disk=disk)
         if where.spare is not None:
             self.media.spare_failed[where.spare] = True
+            self._execute(self.fw.save_place_lost(lay["groups"] + where.spare, f"spare disk {disk} failed"))
             if disk in self.free_spares:
                 self.free_spares.remove(disk)
 
@@ -521,10 +606,13 @@ class Dkc(Actor):
         if what == "export":
             ldev = int(q["ldev"])
             try:
+                self.fw.export_check(ldev)
                 n = self.store.ldev_tracks(ldev) * self.tb // SECTOR_BYTES
                 return {"ok": True, "data": self.store.read_sectors(ldev, 0, n)}
-            except ValueError as exc:
-                return {"ok": False, "error": str(exc)}
+            except ValueError as exc:   # unknown LDEV, a track marked lost, or RAID cannot derive it
+                return {"ok": False, "error": str(exc), "lost": self._lost_ranges().get(ldev, [])}
+        if what == "lost":
+            return {"ok": True, "ldevs": {str(k): v for k, v in self._lost_ranges().items()}}
         if what == "stats":
             return {"stats": dict(self.stats), "cache_tracks": len(self.track_cache), "write_pending": len(self.dirty),
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
@@ -538,7 +626,7 @@ class Dkc(Actor):
 
 #: timer kind (the part of its name before ':') -> handler
 _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_rebuild,
-           "rebuild_retry": Dkc._timer_rebuild_retry}
+           "rebuild_retry": Dkc._timer_rebuild_retry, "restore_wait": Dkc._timer_restore_wait}
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
 _INT = (numbers.Integral,)

@@ -121,8 +121,22 @@ class CachedStore(LdevStore):
         super().__init__(array, track_bytes)
         self.cache = cache
 
+    def _vouch(self, ldev: int, track: int) -> None:
+        """A cached copy of a track the media can no longer give (its group
+        lost a disk and cannot derive it) is not served: it would vanish at
+        the next restart, and after a failed write it is not even the last
+        image. Only checked while a group runs degraded."""
+        grp, lt = self.array.locate(ldev, track)
+        if grp.failed_disks:
+            try:
+                grp.read_track(lt)
+            except DataLossError as exc:
+                raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
     def read_track(self, ldev: int, track: int) -> bytes:
         data = self.cache.get((ldev, track))
+        if data is not None:
+            self._vouch(ldev, track)
         if data is None:
             data = super().read_track(ldev, track)
             self.cache.put((ldev, track), data)
@@ -139,6 +153,7 @@ class CachedStore(LdevStore):
             track, off = divmod(sector, spt)
             take = min(spt - off, lba + n - sector)
             if (ldev, track) in self.cache:
+                self._vouch(ldev, track)
                 data = self.cache.get((ldev, track))
                 out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
             else:
