@@ -252,13 +252,17 @@ class SvpConsole(cmd.Cmd):
 
     @command(complete=lambda c: list(SHOW_WHAT))
     def do_show(self, arg):
-        """show config|recovery-plan|save-area|bitmap LDEV|queue LDEV|disks|cache|time
+        """show config|recovery-plan|save-area|bitmap LDEV|queue LDEV|disks|cache|time [--json]
+        A table where one is defined (recovery-plan, disks, processes, bitmap), JSON
+        otherwise; --json prints JSON always (for scripts).
         Example: show recovery-plan"""
         pos = self._args(arg)
+        as_json = "--json" in pos
+        pos = [p for p in pos if p != "--json"]
         if not pos or pos[0] not in SHOW_WHAT:
-            raise ValueError(f"usage: show {'|'.join(show_usage())}")
+            raise ValueError(f"usage: show {'|'.join(show_usage())} [--json]")
         out = self.rack.show(pos[0], pos[1] if len(pos) > 1 else None)
-        text = SHOW_FORMATS.get(pos[0], _show_json)(out)
+        text = _show_json(out) if as_json else SHOW_FORMATS.get(pos[0], _show_json)(out)
         if text:
             self.say(text)
 
@@ -532,9 +536,41 @@ def _show_processes(out: dict) -> str:
                       p["restarts"]] for p in out["processes"]], headers=["Process", "PID", "State", "Restarts"])
 
 
-#: how ``show X`` prints each view of ``SHOW_VIEWS`` (JSON unless named here)
+def _show_recovery_plan(out: dict) -> str:
+    """Step 404 per group (save places, n and what limits it), then the copies running now."""
+    lines = []
+    for plan in out.get("groups", []):
+        head = f"group {plan['group']}: {plan['master']} -> {plan['remote']}, method {plan['method']}"
+        if plan.get("error"):
+            lines.append(f"{head}: no plan ({plan['error']})")
+            continue
+        lines.append(f"{head}; suspended {len(plan['suspended'])}/{plan['pairs']} pairs, "
+                     f"{plan['diff_tracks']} tracks to copy (largest pair {plan['largest_pair_tracks']})")
+        lines.append(tabulate([[p["place"], p["tracks"], "yes" if p["usable"] else "no"] for p in plan["places"]],
+                              headers=["Save place", "Tracks", "Usable"]))
+        lines.append(f"capacity {plan['capacity_tracks']} tracks; {plan['n_limit']}; "
+                     f"{plan['pairs_at_once']} pairs at once"
+                     + (f"; pairresync would be REFUSED: {plan['refused']}" if plan["refused"] else ""))
+    sessions = [(site, s) for site, v in sorted(out.items()) if site != "groups" for s in v.get("sessions", [])]
+    if sessions:
+        lines.append(tabulate([[site, s["sid"], s["kind"], s["remote"], s["phase"], s["plan"].get("n_used", "-"),
+                                s["window"], ",".join(s["active"]) or "-", ",".join(s["reached"]) or "-",
+                                ",".join(s["waiting"]) or "-"] for site, s in sessions],
+                              headers=["Site", "Copy", "Kind", "Remote", "Phase", "n", "Window", "Active",
+                                       "Reached", "Waiting"]))
+    else:
+        lines.append("no copy running")
+    for site, v in sorted(out.items()):
+        if site != "groups" and v.get("last_remote"):
+            last = v["last_remote"]
+            lines.append(f"{site}: last recovery copy {last['sid']} {last['outcome']}"
+                         + (f", rolled back {','.join(last.get('rolled_back', []))}" if last.get("rolled_back") else ""))
+    return "\n".join(lines)
+
+
+#: how ``show X`` prints each view of ``SHOW_VIEWS`` (JSON unless named here, or with --json)
 SHOW_FORMATS = {"time": lambda out: f"time {out['now']} ({out['now_ns']} ns)", "disks": _show_disks,
-                "bitmap": _show_bitmap, "processes": _show_processes}
+                "bitmap": _show_bitmap, "processes": _show_processes, "recovery-plan": _show_recovery_plan}
 
 
 def _ranges(values) -> str:

@@ -1,8 +1,8 @@
 """``--plots DIR``: PNGs of a run (matplotlib, Agg backend).
 
 * ``latency_cdf.png``: latency CDF per phase;
-* ``timeline.png``: pairs per state and differential tracks over virtual
-  time (sampled after each ``run`` step of the script);
+* ``timeline.png``: one band per pair coloured by its state, and the
+  differential tracks, over virtual time (sampled after each ``run`` step);
 * ``save_area.png``: saved tracks (and those held in cache) per site.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from controllers.operator.report import natural_key
 
 
 def write_plots(report: dict, folder: str, host_stats: dict | None) -> list[str]:
@@ -37,14 +39,19 @@ def write_plots(report: dict, folder: str, host_stats: dict | None) -> list[str]
     samples = report.get("samples", [])
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     t = [s["time_ns"] / 1e6 for s in samples]
-    states = sorted({st for s in samples for st, _ in s["pairs"].values()})
-    for state in states:
-        a1.step(t, [sum(1 for st, _ in s["pairs"].values() if st == state) for s in samples], where="post",
-                label=state)
-    a1.set_ylabel("pairs")
+    bands = pair_bands(samples)
+    names = sorted(bands, key=natural_key)
+    seen = set()
+    for y, name in enumerate(names):   # one band per pair, coloured by its state: nothing hides anything
+        for t0, t1, state in bands[name]:
+            a1.broken_barh([(t0 / 1e6, max(t1 - t0, 1) / 1e6)], (y - 0.4, 0.8),
+                           color=STATE_COLOURS.get(state, "tab:gray"), label=None if state in seen else state)
+            seen.add(state)
+    a1.set_yticks(range(len(names)), names, fontsize=7)
+    a1.set_ylabel("pair")
     a1.set_title("Pair states and recovery progress")
-    if states:
-        a1.legend(fontsize=7)
+    if seen:
+        a1.legend(fontsize=7, ncols=min(len(seen), 6), loc="upper right")
     a2.step(t, [sum(d or 0 for _, d in s["pairs"].values()) for s in samples], where="post", color="tab:red")
     a2.set_ylabel("differential tracks")
     a2.set_xlabel("virtual time (ms)")
@@ -66,6 +73,25 @@ def write_plots(report: dict, folder: str, host_stats: dict | None) -> list[str]
         ax.legend(fontsize=7)
     written.append(_save(fig, out / "save_area.png"))
     return written
+
+
+#: one colour per pair state on the timeline
+STATE_COLOURS = {"SMPL": "tab:gray", "COPY": "tab:orange", "PAIR": "tab:green", "PSUS": "tab:blue",
+                 "PSUE": "tab:red", "SSWS": "tab:purple"}
+
+
+def pair_bands(samples: list[dict]) -> dict[str, list[tuple[int, int, str]]]:
+    """Per pair, the (start_ns, end_ns, state) runs of its state over the samples."""
+    bands: dict[str, list[list]] = {}
+    for i, smp in enumerate(samples):
+        t_next = samples[i + 1]["time_ns"] if i + 1 < len(samples) else smp["time_ns"]
+        for name, (state, _) in sorted(smp["pairs"].items()):
+            runs = bands.setdefault(name, [])
+            if runs and runs[-1][2] == state and runs[-1][1] == smp["time_ns"]:
+                runs[-1][1] = t_next
+            else:
+                runs.append([smp["time_ns"], t_next, state])
+    return {name: [tuple(r) for r in runs] for name, runs in bands.items()}
 
 
 def _save(fig, path: Path) -> str:

@@ -15,7 +15,7 @@ from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
 from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modules
 from controllers.rack.layout import load_storage_config
-from firmware.fig05_recovery_master import copy_need_tracks, save_capacity
+from firmware.fig05_recovery_master import compute_n, copy_need_tracks, save_capacity
 from emu import units
 from firmware.protocol import (SIGNAL_EVENTS, SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                SetParam, Show, request_to_wire)
@@ -276,6 +276,53 @@ class StorageRack:
         """A firmware view of every DKC that is up, by site."""
         return {site: self._fw_query(site, Show(what)) for site in sorted(self.sites)
                 if site not in self.down_sites}
+
+    def _show_recovery_plan(self, what: str, ldev: int | None) -> dict:
+        """Every site's running copies (Fig. 5 sessions and the remote's last
+        outcome), plus, under ``groups``, step 404's plan computed now for
+        each group as a ``pairresync GROUP`` would meet it."""
+        out = self._show_each_site(what, ldev)
+        out["groups"] = [self.recovery_plan(g) for g in sorted(self.groups)]
+        return out
+
+    def recovery_plan(self, group: str) -> dict:
+        """Step 404 for ``group`` on demand, under the current settings: the
+        remote's save places and their capacity, n (the most pairs copied at
+        once) and what limits it, the tracks the suspended pairs would copy,
+        and whether the copy would be refused for want of room."""
+        g = self.groups[group]
+        remote, s = g["remote"], self.settings()
+        plan = {"group": group, "master": g["master"], "remote": remote, "method": s["method"],
+                "keep_raid5": s["keep_raid5"], "spares_usable": s["spares_usable"],
+                "cache_save_threshold": s["cache_save_threshold"]}
+        if g["master"] in self.down_sites or remote in self.down_sites or not self.rack.alive(f"{remote}.dkc"):
+            return {**plan, "error": f"{g['master'] if g['master'] in self.down_sites else remote} is down"}
+        rows = self.pairdisplay(group)
+        suspended = [r for r in rows if r["state"] in ("PSUE", "PSUS")]
+        config = self._fw_query(remote, Show("save-config"))
+        opts = {"keep_raid5": s["keep_raid5"], "spares_usable": s["spares_usable"],
+                "cache_save_threshold_tracks": s["cache_save_threshold"]}
+        places = [{"place": f"{kind} row {i}", "kind": kind, "tracks": tracks,
+                   "usable": (kind == "parity" and not s["keep_raid5"]) or (kind == "spare" and s["spares_usable"])}
+                  for i, (kind, tracks) in enumerate(config["rows"])]
+        rows_t, cache_t = save_capacity(config["rows"], opts)
+        places.append({"place": "cache", "kind": "cache", "tracks": cache_t, "usable": cache_t > 0})
+        counts = config.get("counts") or {}
+        save_disks = (0 if s["keep_raid5"] else counts.get("parity_disks", 0)) + \
+            (counts.get("spare_disks", 0) if s["spares_usable"] else 0)
+        n = compute_n(counts["ldev_count"], counts["disk_count"], counts["parity_disks"], counts["spare_disks"],
+                      s["keep_raid5"], s["spares_usable"]) if counts.get("disk_count") else len(rows)
+        limits = (f"n = floor({counts.get('ldev_count')} LDEVs / {counts.get('disk_count')} disks x "
+                  f"{save_disks} save disks) = {n}" if counts.get("disk_count") else "no disk counts: every pair")
+        needs = [int(r.get("diff_tracks") or 0) for r in suspended]
+        need = copy_need_tracks(needs, s["method"])
+        refused = None
+        if suspended and need > rows_t + cache_t:
+            refused = (f"the save area holds {rows_t + cache_t} tracks, this copy needs {need}")
+        return {**plan, "places": places, "capacity_tracks": rows_t + cache_t, "n": n, "n_limit": limits,
+                "pairs": len(rows), "suspended": [r["name"] for r in suspended], "diff_tracks": sum(needs),
+                "largest_pair_tracks": need, "pairs_at_once": min(n, len(suspended)) if n else 0,
+                "refused": refused}
 
     def _show_master(self, what: str, ldev: int | None) -> dict:
         """A firmware view of one M-DEV at the default master."""
@@ -543,7 +590,7 @@ class StorageRack:
 #: and help, and the error for an unknown view, all read this one table.
 SHOW_VIEWS: dict[str, tuple[Callable[[StorageRack, str, int | None], dict], bool]] = {
     "config": (StorageRack._show_config, False),
-    "recovery-plan": (StorageRack._show_each_site, False),
+    "recovery-plan": (StorageRack._show_recovery_plan, False),
     "save-area": (StorageRack._show_each_site, False),
     "bitmap": (StorageRack._show_master, True),
     "queue": (StorageRack._show_master, True),

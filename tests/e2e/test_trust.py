@@ -230,3 +230,41 @@ def test_a_lost_site_stays_in_the_report():
             assert lost and sorted(lost) == sorted(n for n in before[section] if n.startswith("main."))
             assert all(d["failed"] and d["lost_at_ns"] == 200 * MS for d in lost.values()), lost
         assert dev["dkcs"]["main.dkc"]["writes"] == before["dkcs"]["main.dkc"]["writes"] > 0
+
+
+def test_recovery_plan_on_demand_names_the_save_places_and_the_limit():
+    """Item 11: step 404's plan for a group before any pairresync: n, the
+    capacity of each save place, what limits n; a refusal is foretold."""
+    from controllers.operator.console import SvpConsole
+    with StorageRack(CFG, backend="inline") as r:
+        _suspended_with_writes(r)
+        (plan,) = r.show("recovery-plan")["groups"]
+        assert plan["group"] == "g0" and plan["n"] == 2 and plan["refused"] is None
+        assert [(p["kind"], p["usable"]) for p in plan["places"]] == [("parity", True), ("spare", True),
+                                                                       ("cache", True)]
+        assert plan["capacity_tracks"] == sum(p["tracks"] for p in plan["places"])
+        assert plan["largest_pair_tracks"] == max(row["diff_tracks"] for row in r.pairdisplay("g0"))
+        for key, value in (("keep_raid5", "on"), ("spares_usable", "off"), ("cache_save_threshold", "0")):
+            r.set(key, value)
+        (plan,) = r.show("recovery-plan")["groups"]
+        assert plan["capacity_tracks"] == 0 and "holds 0 tracks" in plan["refused"]
+        out = io.StringIO()
+        console = SvpConsole(r, stdout=out)
+        console.onecmd("show recovery-plan")
+        text = out.getvalue()
+        assert "Save place" in text and "REFUSED" in text and "n = floor(4 LDEVs / 4 disks x 0 save disks)" in text
+        out.truncate(0)
+        console.onecmd("show recovery-plan --json")
+        import json
+        assert json.loads(out.getvalue().strip("\x00"))["groups"][0]["refused"]
+
+
+def test_timeline_bands_one_per_pair():
+    """Item 11: one band per pair, its state runs in time order, none hidden."""
+    from controllers.operator.plots import pair_bands
+    samples = [{"time_ns": 0, "pairs": {"p0": ("PAIR", 0), "p1": ("PAIR", 0)}},
+               {"time_ns": 10, "pairs": {"p0": ("PSUE", 3), "p1": ("PAIR", 0)}},
+               {"time_ns": 20, "pairs": {"p0": ("COPY", 2), "p1": ("PAIR", 0)}}]
+    bands = pair_bands(samples)
+    assert bands["p0"] == [(0, 10, "PAIR"), (10, 20, "PSUE"), (20, 20, "COPY")]
+    assert bands["p1"] == [(0, 20, "PAIR")]
