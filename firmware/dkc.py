@@ -80,12 +80,13 @@ class DkcFirmware:
     def disk_cost(self, kind: str, ldev: int, track: int, nbytes: int) -> None:
         self._out.append(DiskCost(kind, ldev, track, nbytes))
 
-    def restore_io(self, sid: int, ldev: int, track: int, save_row: int | None, save_slot: int | None) -> None:
-        self._out.append(RestoreIo(sid, ldev, track, save_row, save_slot))
+    def restore_io(self, sid: int, tag: int, ldev: int, track: int, save_row: int | None,
+                   save_slot: int | None) -> None:
+        self._out.append(RestoreIo(sid, tag, ldev, track, save_row, save_slot))
 
-    def restore_done(self, now_ns: int, sid: int) -> list:
-        """The DKC finished timing the last ``RestoreIo`` of copy ``sid``."""
-        RR.restore_io_done(self, now_ns, sid)
+    def restore_done(self, now_ns: int, sid: int, tag: int) -> list:
+        """The DKC read the saved copy of ``RestoreIo`` ``tag`` of copy ``sid``."""
+        RR.restore_io_done(self, now_ns, sid, tag)
         return self._flush()
 
     def save_place_lost(self, row_id: int, why: str) -> list:
@@ -232,7 +233,7 @@ class DkcFirmware:
         if kind == "rc_watchdog" and self.rsession is not None and str(self.rsession.sid) == sid:
             RR.s515_timeout(self, now_ns, self.rsession)
         elif kind == "rc_restore" and sid.isdigit():
-            RR.restore_io_done(self, now_ns, int(sid))
+            RR.restore_resume(self, now_ns, int(sid))
         elif kind == "rc_deadline" and sid.isdigit() and int(sid) in self.sessions:
             session = self.sessions[int(sid)]
             RM.abort(self, session, list(session.pair_names), reason="deadline passed")

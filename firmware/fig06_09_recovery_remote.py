@@ -59,6 +59,7 @@ class RemoteSession:
     rollback_pairs: list[str] = field(default_factory=list)
     restore_queue: list[tuple[int, int]] = field(default_factory=list)
     restore_pos: int = 0
+    restore_pending: list[int] = field(default_factory=list)   # restores whose read is in flight
     #: pairs whose horctakeover waits for the rollback
     takeover: list[str] = field(default_factory=list)
     #: a start instruction from the master that arrived during the rollback
@@ -380,6 +381,9 @@ def s520_clear_flag(fw: FirmwareHost, session: RemoteSession, outcome: str) -> d
 
 # ---------------------------------------------------------------- 515-519 and stage-new timeout
 
+#: restored tracks timed at once (queued save-area reads)
+RESTORE_DEPTH = 8
+
 def s515_timeout(fw: FirmwareHost, now_ns: int, session: RemoteSession, reason: str = "timer") -> None:
     """515: "timer expired -> 516 ... Consistency restored"; stage-new
     (0068): apply staged tracks of pairs that got "recovery reached",
@@ -423,33 +427,51 @@ def s516_restore_pair(fw: FirmwareHost, session: RemoteSession, pair) -> None:
 
 
 def restore_next(fw: FirmwareHost, now_ns: int, session: RemoteSession) -> None:
-    """Restore the next track of the list (517-519) and ask the DKC to time
-    it; when the list is done, finish the rollback."""
-    while session.restore_pos < len(session.restore_queue):
-        ldev, track = session.restore_queue[session.restore_pos]
+    """Start the next restores of the list, up to RESTORE_DEPTH at once (a
+    controller queues its save-area reads): 517 decides where each comes
+    from and the DKC times the read; the track is written home (518/519)
+    when its read completes. When the list is done and nothing is in
+    flight, finish the rollback."""
+    while session.restore_pos < len(session.restore_queue) and len(session.restore_pending) < RESTORE_DEPTH:
+        tag = session.restore_pos
+        ldev, track = session.restore_queue[tag]
         session.restore_pos += 1
         node = session.saved.find(ldev, track)
         if node is None:
             continue
-        try:
-            if s517_in_cache(fw, session, node):
-                s518_restore_from_cache(fw, session, node)
-                fw.restore_io(session.sid, ldev, track, None, None)
-            elif s519_restore_from_save_area(fw, session, node):
-                fw.restore_io(session.sid, ldev, track, node.save_row, node.save_slot)
-            else:
-                continue       # nothing could be read: no transfer to time
-        except ValueError as exc:   # the home track cannot be written back: a double fault
-            record_loss(fw, session, node, f"its home cannot be written: {exc}", where="restore")
-            continue
+        hit = s517_in_cache(fw, session, node)
+        session.restore_pending.append(tag)
+        fw.restore_io(session.sid, tag, ldev, track, None if hit else node.save_row, None if hit else node.save_slot)
+    if session.restore_pos >= len(session.restore_queue) and not session.restore_pending:
+        finish_rollback(fw, now_ns, session)
+
+
+def restore_io_done(fw: FirmwareHost, now_ns: int, sid: int, tag: int) -> None:
+    """The DKC read restore ``tag``'s saved copy: write it home (518/519)."""
+    session = fw.rsession
+    if session is None or session.sid != sid or not session.rolling_back or tag not in session.restore_pending:
         return
-    finish_rollback(fw, now_ns, session)
+    session.restore_pending.remove(tag)
+    node = session.saved.find(*session.restore_queue[tag])
+    try:
+        if node.cache_addr is not None and node.cache_addr in session.cache:
+            s518_restore_from_cache(fw, session, node)
+        else:
+            s519_restore_from_save_area(fw, session, node)
+    except ValueError as exc:   # the home track cannot be written back: a double fault
+        record_loss(fw, session, node, f"its home cannot be written: {exc}", where="restore")
+    restore_next(fw, now_ns, session)
 
 
-def restore_io_done(fw: FirmwareHost, now_ns: int, sid: int) -> None:
-    """The DKC finished timing one restored track."""
+def restore_resume(fw: FirmwareHost, now_ns: int, sid: int) -> None:
+    """A restarted DKC goes on with the rollback from the NVM's cursor: the
+    restores that were in flight start again (restoring a track twice
+    writes the same bytes)."""
     session = fw.rsession
     if session is not None and session.sid == sid and session.rolling_back:
+        if session.restore_pending:
+            session.restore_pos = min(session.restore_pending)
+        session.restore_pending = []
         restore_next(fw, now_ns, session)
 
 

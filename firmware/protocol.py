@@ -113,11 +113,12 @@ class DiskCost:
 
 @dataclass
 class RestoreIo:
-    """Time one track restored by a rollback (516-519): read its saved copy
-    from save row ``save_row`` slot ``save_slot`` (None: it came from cache),
-    the write home going through the cache; then call
-    ``restore_done(sid)``."""
+    """Read the saved copy of one track a rollback restores (516-519) from
+    save row ``save_row`` slot ``save_slot`` (None: it is in cache, only the
+    controller's time), then call ``restore_done(sid, tag)``; the firmware
+    then writes it home. Several may be in flight."""
     sid: int
+    tag: int          # which restore (its place in the rollback's list)
     ldev: int
     track: int
     save_row: int | None

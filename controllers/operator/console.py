@@ -540,10 +540,11 @@ def _show_recovery_plan(out: dict) -> str:
     """Step 404 per group (save places, n and what limits it), then the copies running now."""
     lines = []
     for plan in out.get("groups", []):
-        head = f"group {plan['group']}: {plan['master']} -> {plan['remote']}, method {plan['method']}"
+        head = f"group {plan['group']}: {plan['master']} -> {plan['remote']}"
         if plan.get("error"):
             lines.append(f"{head}: no plan ({plan['error']})")
             continue
+        head += f", method {plan['method']}"
         lines.append(f"{head}; suspended {len(plan['suspended'])}/{plan['pairs']} pairs, "
                      f"{plan['diff_tracks']} tracks to copy (largest pair {plan['largest_pair_tracks']})")
         lines.append(tabulate([[p["place"], p["tracks"], "yes" if p["usable"] else "no"] for p in plan["places"]],

@@ -79,6 +79,8 @@ def _recovery(rack: StorageRack) -> list[dict]:
     except Exception:   # a site down: report what is reachable
         plans = {}
     for site, plan in sorted(plans.items()):
+        if site == "groups":   # the on-demand 404 plans: shown by the console, not copies that ran
+            continue
         for s in plan.get("sessions", []):
             out.append({"site": site, "role": "master", **{k: s[k] for k in ("sid", "kind", "remote", "phase",
                                                                            "window", "order")},

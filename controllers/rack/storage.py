@@ -17,7 +17,7 @@ from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modul
 from controllers.rack.layout import load_storage_config
 from firmware.fig05_recovery_master import compute_n, copy_need_tracks, save_capacity
 from emu import units
-from firmware.protocol import (SIGNAL_EVENTS, SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
+from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                SetParam, Show, request_to_wire)
 from emu.rack import Rack
 
@@ -291,12 +291,15 @@ class StorageRack:
         once) and what limits it, the tracks the suspended pairs would copy,
         and whether the copy would be refused for want of room."""
         g = self.groups[group]
-        remote, s = g["remote"], self.settings()
+        remote = g["remote"]
+        if g["master"] in self.down_sites or remote in self.down_sites or not self.rack.alive(f"{remote}.dkc") \
+                or not self.svp_up():
+            down = g["master"] if g["master"] in self.down_sites or not self.svp_up() else remote
+            return {"group": group, "master": g["master"], "remote": remote, "error": f"{down} is down"}
+        s = self.settings()
         plan = {"group": group, "master": g["master"], "remote": remote, "method": s["method"],
                 "keep_raid5": s["keep_raid5"], "spares_usable": s["spares_usable"],
                 "cache_save_threshold": s["cache_save_threshold"]}
-        if g["master"] in self.down_sites or remote in self.down_sites or not self.rack.alive(f"{remote}.dkc"):
-            return {**plan, "error": f"{g['master'] if g['master'] in self.down_sites else remote} is down"}
         rows = self.pairdisplay(group)
         suspended = [r for r in rows if r["state"] in ("PSUE", "PSUS")]
         config = self._fw_query(remote, Show("save-config"))
@@ -501,6 +504,15 @@ class StorageRack:
         out = self.rack.query(f"{site}.dkc", {"q": "export", "ldev": int(ldev)})
         if not out.get("ok"):
             raise CommandError(out.get("error", "export failed"))
+        return bytes(out["data"])
+
+    def read_track(self, site: str, ldev: int, track: int) -> bytes:
+        """One track as the host would read it now (CommandError on data loss)."""
+        self._site_up(site)
+        spt = self.sites[site]["track_bytes"] // SECTOR_BYTES
+        out = self.rack.query(f"{site}.dkc", {"q": "read", "ldev": int(ldev), "lba": int(track) * spt, "sectors": spt})
+        if not out.get("ok"):
+            raise CommandError(out.get("error", "read failed"))
         return bytes(out["data"])
 
     def lost_tracks(self, site: str) -> dict[int, list[dict]]:

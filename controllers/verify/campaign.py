@@ -9,7 +9,16 @@ with takeover) and checks invariants after every step:
 * no read returns wrong bytes (the hosts check every read's stamps);
 * no actor died by itself (a bad message must never kill one);
 * at the end, after the faults stop and the copy settles, every remote
-  image passes the dependent-write checker.
+  image passes the dependent-write checker;
+* then every track of every LDEV of every live site is read back: it holds
+  only stamps of writes the log says covered it (or zeros), or its read
+  fails with a data-loss error for a track the DKC reports lost. Wrong
+  bytes fail the seed; a reported loss is an honest outcome.
+
+Faults drawn (issue 10 item 12): parity-only save areas (no cache, no
+spares) with remote disks failing during copies, remote DKC kills, link
+flaps, a pairresync issued while a copy runs, and a master loss with the
+remote DKC killed during the rollback.
 
 A failing seed prints ``reproduce with: emu campaign CONFIG --seed N``.
 """
@@ -23,6 +32,7 @@ import numpy as np
 
 from firmware.protocol import SAVE_OLD, STAGE_NEW
 
+from controllers.formats.stamp import read_stamps
 from controllers.verify.checker import holds_all_acknowledged
 from controllers.rack.storage import CommandError, StorageRack
 from controllers.verify.rack_verify import verify_rack
@@ -70,6 +80,11 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
         r.set("max_time", "300ms")
         r.set("method", str(rng.choice([SAVE_OLD, STAGE_NEW])))
         r.set("window", str(rng.choice([1, 8, 32])))
+        parity_only = bool(rng.random() < 0.3)
+        if parity_only:   # the save area of item 1's double fault: parity tracks only
+            for key, value in (("cache_save_threshold", "0"), ("spares_usable", "off"), ("keep_raid5", "off")):
+                r.set(key, value)
+            log.append("parity-only")
         group = sorted(r.groups)[0]
         r.paircreate(group, mode=mode)
         r.run(200 * MS)
@@ -78,7 +93,7 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
         remote = r.groups[group]["remote"]
         master = r.groups[group]["master"]
         for i in range(steps):
-            action = str(rng.choice(["run", "flap", "flap", "disk", "dkc", "resync", "read", "slow"]))
+            action = str(rng.choice(["run", "flap", "flap", "disk", "dkc", "resync", "resync2", "read", "slow"]))
             try:
                 _act(r, rng, action, link, remote, group)
                 log.append(action)
@@ -88,9 +103,15 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
             check_invariants(r, f"seed {seed} step {i} after {action}")
         if rng.random() < 0.5:   # lose the master mid-whatever, then take over
             r.fault_site_down(master)
+            log.append("master-loss")
+            if rng.random() < 0.5 and r.run_until("recovery.timeout", 600 * MS) is not None:
+                r.run(int(rng.integers(0, 30)) * MS)   # somewhere inside the rollback (or just after)
+                r.fault_kill(f"{remote}.dkc")
+                r.run(int(rng.integers(1, 5)) * MS)
+                r.fault_restart(f"{remote}.dkc")
+                log.append("dkc-kill-in-rollback")
             r.run(500 * MS)
             r.wait_rollbacks()
-            log.append("master-loss")
         else:
             _settle(r, link, group)
             log.append("settle")
@@ -102,8 +123,48 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
             raise Violation(f"seed {seed}: remote inconsistent after recovery (mode {mode}; {' '.join(log)}): "
                             f"{[g['reasons'][:2] for g in verdict['groups'] if not g['consistent']]}")
         check_invariants(r, f"seed {seed} end")
+        lost = read_back(r, f"seed {seed} (mode {mode}; {' '.join(log)})")
+        if lost:
+            log.append(f"read-back-loss({lost} tracks)")
         return {"seed": seed, "mode": mode, "actions": log, "writes": verdict["writes"],
                 "trace_sha256": r.rack.finish_trace()}
+
+
+def read_back(r: StorageRack, where: str) -> int:
+    """Read every track of every LDEV of every live site; raise Violation on
+    wrong bytes (a sector whose stamp is not of a write that covered it) or
+    on a read that fails for a track the DKC does not report lost; return
+    the number of tracks whose loss was reported."""
+    log = r.writelog()
+    by_id = {rec.write_id: rec for rec in log}
+    ldevs = sorted({(p["m_site"], p["m_ldev"]) for p in r.pairs.values()}
+                   | {(p["r_site"], p["r_ldev"]) for p in r.pairs.values()})
+    reported = 0
+    for site, ldev in ldevs:
+        if site in r.down_sites:
+            continue
+        lost = {t for run in r.lost_tracks(site).get(ldev, []) for t in range(run["first"], run["last"] + 1)}
+        spt = r.sites[site]["track_bytes"] // 512
+        tracks = next(ld["tracks"] for ld in r.sites[site]["ldevs"] if ld["ldev"] == ldev)
+        for track in range(tracks):
+            try:
+                data = r.read_track(site, ldev, track)
+            except CommandError as exc:
+                if track not in lost:
+                    raise Violation(f"{where}: {site}:{ldev} track {track} unreadable but not reported lost: {exc}")
+                reported += 1
+                continue
+            if track in lost:
+                raise Violation(f"{where}: {site}:{ldev} track {track} reported lost but read")
+            ids = read_stamps(np.frombuffer(data, dtype=np.uint8), ldev, track * spt)
+            for s in np.flatnonzero(ids != 0):
+                rec = by_id.get(int(ids[s]))
+                lba = track * spt + int(s)
+                if rec is None or not (rec.ldev == ldev and rec.lba <= lba < rec.lba + rec.sectors):
+                    raise Violation(f"{where}: wrong bytes at {site}:{ldev} lba {lba}: "
+                                    + ("not a stamp" if ids[s] < 0 else f"stamp of write {int(ids[s])}, "
+                                       "which did not write there"))
+    return reported
 
 
 def _act(r, rng, action, link, remote, group) -> None:
@@ -122,6 +183,9 @@ def _act(r, rng, action, link, remote, group) -> None:
         r.fault_restart(f"{remote}.dkc")
     elif action == "resync":
         if r.rack.query(link, {})["up"] and any(row["state"] in ("PSUE", "PSUS") for row in r.pairdisplay(group)):
+            r.pairresync(group)
+    elif action == "resync2":   # a second pairresync while a copy runs: joined or refused, never a teardown
+        if any(row["state"] == "COPY" for row in r.pairdisplay(group)):
             r.pairresync(group)
     elif action == "slow":
         r.fault_link_slow(int(rng.choice([1, 1, 4, 20])))

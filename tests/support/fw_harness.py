@@ -75,7 +75,7 @@ class Harness:
                 self.disk_bytes += act.nbytes
             elif isinstance(act, RestoreIo):
                 delay = RESTORE_CACHE_NS if act.save_row is None else RESTORE_DISK_NS
-                self._push(self.now_ns + delay, "restore", (site, act.sid))
+                self._push(self.now_ns + delay, "restore", (site, act.sid, act.tag))   # one per restore in flight
 
     # -------------------------------------------------------------- inputs
     def command(self, site: str, cmd: dict) -> dict:
@@ -135,7 +135,7 @@ class Harness:
             if self.timers.get((site, name)) == gen:
                 self._apply(site, fw.timer(self.now_ns, name))
         elif kind == "restore":
-            self._apply(site, fw.restore_done(self.now_ns, payload[1]))
+            self._apply(site, fw.restore_done(self.now_ns, payload[1], payload[2]))
         return True
 
     def run(self, until_ns: int | None = None, max_events: int | None = None) -> None:

@@ -106,8 +106,8 @@ class Dkc(Actor):
         self.destage_seq = 0
         self.pending_reads: dict[str, dict] = {}
         self.disk_seq = 0
-        #: the rollback's restore being timed: {"sid", "left"} (volatile: the firmware re-arms it)
-        self.restore_wait: dict | None = None
+        #: the rollback's restores being timed: tag -> sid (volatile: the firmware resumes after a restart)
+        self.restore_waits: dict[int, int] = {}
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0}
@@ -368,21 +368,20 @@ class Dkc(Actor):
         """Time one restored track: the controller moves it, and (unless it
         came from cache) the save area is read: the parity track of its
         group's stripe, or the spare disk's slot. The write home is the
-        cache's, destaged later like any write. The firmware's next restore
-        waits for this one."""
+        cache's, destaged later like any write. The firmware keeps a few
+        restores in flight and starts the next as each one ends."""
         delay = self._occupy(self.tb)
-        self.restore_wait = {"sid": act.sid, "left": 0}
+        self.restore_waits[act.tag] = act.sid
         if act.save_row is not None:
             disk, lba = self._save_slot_disk(act.save_row, act.save_slot)
             if disk is not None:
-                self.restore_wait["left"] = 1
                 self.stats["disk_ios"] += 1
                 self.send(self.params["layout"]["disks"][disk], "io",
-                          {"id": [RESTORE_IO, act.sid], "op": "r", "lba": lba, "sectors": self.tb // SECTOR_BYTES},
+                          {"id": [RESTORE_IO, act.tag], "op": "r", "lba": lba, "sectors": self.tb // SECTOR_BYTES},
                           delay_ns=delay)
-                self.set_timer("restore_wait:", delay + self.params["cost"]["disk_timeout_ns"], act.sid)
+                self.set_timer(f"restore_wait:{act.tag}", delay + self.params["cost"]["disk_timeout_ns"], act.tag)
                 return
-        self.set_timer("restore_wait:", delay, act.sid)
+        self.set_timer(f"restore_wait:{act.tag}", delay, act.tag)
 
     def _save_slot_disk(self, row: int, slot: int) -> tuple[int | None, int]:
         """Site disk and LBA of save row ``row`` slot ``slot`` (None when gone)."""
@@ -396,25 +395,20 @@ class Dkc(Actor):
         first_spare = lay["groups"] * (lay["n_data"] + 1)
         return first_spare + row - lay["groups"], slot * spt
 
-    def _restore_io_done(self, sid: int) -> None:
-        wait = self.restore_wait
-        if wait is None or wait["sid"] != sid:
-            return
-        wait["left"] -= 1
-        if wait["left"] <= 0:
-            self.cancel_timer("restore_wait:")
-            self._restore_next(sid)
+    def _restore_io_done(self, tag: int) -> None:
+        if tag in self.restore_waits:
+            self.cancel_timer(f"restore_wait:{tag}")
+            self._restore_next(tag)
 
     def _timer_restore_wait(self, rest: str, data) -> None:
-        """The restore's transfer is done (or its disk never answered: the
-        bytes were already moved, only the timing is cut short)."""
-        if self.restore_wait is not None and self.restore_wait["left"] > 0:
-            self.trace("dkc.restore_io_timeout", sid=data)
+        """The restore's time is up: its transfer is done, or its disk never
+        answered (the bytes were already moved, only the timing is cut short)."""
         self._restore_next(int(data))
 
-    def _restore_next(self, sid: int) -> None:
-        self.restore_wait = None
-        self._execute(self.fw.restore_done(self.now_ns, sid))
+    def _restore_next(self, tag: int) -> None:
+        sid = self.restore_waits.pop(tag, None)
+        if sid is not None:
+            self._execute(self.fw.restore_done(self.now_ns, sid, tag))
 
     def _disk_cost(self, act: DiskCost) -> None:
         """A write makes its track write-pending in the cache (destaged later,
@@ -611,6 +605,13 @@ class Dkc(Actor):
                 return {"ok": True, "data": self.store.read_sectors(ldev, 0, n)}
             except ValueError as exc:   # unknown LDEV, a track marked lost, or RAID cannot derive it
                 return {"ok": False, "error": str(exc), "lost": self._lost_ranges().get(ldev, [])}
+        if what == "read":   # the test bench's read-back: the host path's rules, no timing
+            ldev, lba, n = int(q["ldev"]), int(q["lba"]), int(q["sectors"])
+            try:
+                self.fw.check_readable(ldev, lba, n, "read of")
+                return {"ok": True, "data": self.store.read_sectors(ldev, lba, n)}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
         if what == "lost":
             return {"ok": True, "ldevs": {str(k): v for k, v in self._lost_ranges().items()}}
         if what == "stats":
