@@ -27,6 +27,14 @@ from dataclasses import dataclass, field
 NS_PER_MS = 1_000_000
 
 
+SPARING_SCHEMES = ("none", "track", "sectpercyl", "sectpertrack", "range", "zone")
+"""How spare sectors are laid out (DiskSim diskmodel/layout_g1.h "Sparing scheme
+used" 0, 1, 2, 3, 8, 9): none; spare *tracks* at the end of each zone (slips and
+defects are track numbers); N spare sectors at the end of each cylinder, of
+each track, of each range of `spare_range_cyl` cylinders, or of each zone
+(slips and defects are zone-relative physical sector numbers)."""
+
+
 @dataclass(frozen=True)
 class Zone:
     """A band of cylinders with the same number of sectors per track.
@@ -37,9 +45,16 @@ class Zone:
         default (DiskParams.track_skew / cyl_skew).
     first_sector_offset: angular position (in sectors) of the zone's first
         logical block on its first track ("Offset of first block" in DiskSim).
-    slips: zone-relative physical sector numbers (cyl_in_zone * surfaces *
-        spt + head * spt + sector) skipped by slipping; each consumes one of
-        the cylinder's spares (DiskSim sectors-per-cylinder sparing).
+    slips: slipped (skipped) locations, in the unit of the disk's sparing
+        scheme: zone-relative physical sector numbers (cyl_in_zone * surfaces
+        * spt + head * spt + sector), or zone-relative track numbers with
+        track sparing.  Each consumes a spare.
+    spares: spare sectors (or tracks) per cylinder / track / range / zone,
+        per the sparing scheme; None uses DiskParams.spares_per_cyl.
+    deadspace_sectors: blocks at the zone front that hold no LBN ("Empty
+        space at zone front").
+    defects: ((defective, replacement), ...) remapped locations, same unit as
+        slips; a pair with both equal is not remapped (as DiskSim).
     """
 
     first_cyl: int
@@ -49,6 +64,9 @@ class Zone:
     cyl_skew: int | None = None
     first_sector_offset: int = 0
     slips: tuple[int, ...] = ()
+    spares: int | None = None
+    deadspace_sectors: int = 0
+    defects: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -75,23 +93,33 @@ class DiskParams:
     # cylinders-1 it is a full extracted table (DiskSim "extracted" seeks);
     # otherwise it overrides the curve for short distances only.
     seek_table_ms: tuple = ()
+    # Beyond the table's last distance: extend its last segment (DiskSim
+    # "extracted" seeks) instead of falling back to the curve.
+    seek_table_extrapolate: bool = False
     head_switch_ms: float = 0.0         # same cylinder, other surface
     write_settle_ms: float = 0.0        # extra settle before writing after a move
     # Controller (command-processing) overheads, ms, before any mechanical work.
-    read_miss_overhead_ms: float = 0.0
+    read_miss_overhead_ms: float = 0.0          # previous command was a read
+    read_miss_after_write_overhead_ms: float | None = None   # None = read_miss_overhead_ms
     read_hit_overhead_ms: float = 0.0           # previous command was a read
     read_hit_after_write_overhead_ms: float = 0.0
     write_overhead_ms: float = 0.0              # previous command was a read
     write_after_write_overhead_ms: float = 0.0
     read_completion_ms: float = 0.0     # after the last byte, before status
     write_completion_ms: float = 0.0
-    bus_ns_per_sector: int = 0          # host bus transfer time per sector
+    bus_ns_per_sector: int = 0          # host bus transfer time per sector (reads)
+    bus_write_ns_per_sector: int | None = None  # for writes; None = bus_ns_per_sector
     track_skew: int = 0                 # sectors (default for zones)
     cyl_skew: int = 0                   # sectors (default for zones)
-    spares_per_cyl: int = 0             # spare sectors at the end of each cylinder
+    spares_per_cyl: int = 0             # default Zone.spares
+    sparing: str = "sectpercyl"         # one of SPARING_SCHEMES
+    spare_range_cyl: int = 1            # cylinders per spare range ("range" sparing)
     cache_segments: int = 0             # 0 = no on-board cache
     cache_segment_sectors: int = 0
     read_ahead: bool = False            # keep reading after a read miss while idle
+    read_ahead_max_sectors: int | None = None   # beyond the last request; None = segment
+    write_cache: bool = False           # write-back: done when the data are in the buffer
+    read_ahead_replaces_request: bool = False   # prefetch may push out the request's data
     sector_bytes: int = 512
 
     def __post_init__(self):
@@ -102,17 +130,19 @@ class DiskParams:
         zones = tuple(z if isinstance(z, Zone) else Zone(*z) for z in self.zones)
         if not zones:
             raise ValueError(f"{self.name}: at least one zone is required")
-        expect = 0
-        for z in zones:
-            if z.first_cyl != expect or z.last_cyl < z.first_cyl:
-                raise ValueError(f"{self.name}: zones must tile cylinders 0..{self.cylinders - 1}"
-                                 f" in order; bad zone {z}")
+        if self.sparing not in SPARING_SCHEMES:
+            raise ValueError(f"{self.name}: sparing must be one of {', '.join(SPARING_SCHEMES)}, "
+                             f"got {self.sparing!r}")
+        if self.spare_range_cyl <= 0:
+            raise ValueError(f"{self.name}: spare_range_cyl must be > 0")
+        prev_last = -1
+        for z in zones:                 # ascending, disjoint; gaps are unused (spare) cylinders
+            if z.first_cyl <= prev_last or z.last_cyl < z.first_cyl or z.last_cyl >= self.cylinders:
+                raise ValueError(f"{self.name}: zones must be ascending, disjoint and within "
+                                 f"cylinders 0..{self.cylinders - 1}; bad zone {z}")
             if z.sectors_per_track <= 0:
                 raise ValueError(f"{self.name}: zone {z} has no sectors")
-            expect = z.last_cyl + 1
-        if expect != self.cylinders:
-            raise ValueError(f"{self.name}: zones end at cylinder {expect - 1}, "
-                             f"disk has {self.cylinders}")
+            prev_last = z.last_cyl
         object.__setattr__(self, "zones", zones)
         table = tuple((int(d), float(ms)) for d, ms in self.seek_table_ms)
         if any(b[0] <= a[0] for a, b in zip(table, table[1:])) or any(d <= 0 for d, _ in table):
@@ -162,23 +192,27 @@ class _Segment:
     stream_lba: int = 0
     stream_cyl: int = 0
     stream_head: int = 0
+    stream_limit: int = 0
     was_streaming: bool = False
     last_use: int = 0
 
 
 @dataclass(frozen=True)
 class _ZoneInfo:
-    """A zone with its first LBA, usable blocks per cylinder, effective skews,
-    sector time and slips indexed by zone-relative cylinder."""
+    """A zone with its first LBA, block count, effective skews, sector time,
+    spares, sorted slips and remapped defects (DiskSim layout_g1 band)."""
 
     zone: Zone
     first_lba: int
-    lbas_per_cyl: int
+    blocks: int
     track_skew: int
     cyl_skew: int
     sector_ns: float
+    spares: int
+    slips: tuple = ()                 # sorted
+    defects: dict = field(default_factory=dict)   # defective -> replacement
     slips_by_cyl: dict = field(default_factory=dict)
-    slips_before_cyl: tuple = ()
+    slips_before_cyl: tuple = ()      # sector schemes: slips before each cylinder
 
 
 class DiskModel:
@@ -194,51 +228,117 @@ class DiskModel:
         for z in params.zones:
             zi = self._zone_info(z, next_lba)
             self._zones.append(zi)
-            next_lba += (z.last_cyl - z.first_cyl + 1) * zi.lbas_per_cyl
+            next_lba += zi.blocks
         self._zone_first_lba = [zi.first_lba for zi in self._zones]
         self.lba_count = next_lba           # addressable 512-byte blocks
         self._seek_ns = [self._seek_ns_uncached(d) for d in range(params.cylinders)]
         self.cylinder = 0
         self.head = 0
         self.busy_until_ns = 0
+        self.media_free_ns = 0              # a write-back in progress holds the media until then
         self.last_op = "R"
         self._segments: list[_Segment] = []
         self._uses = 0
 
     # ---------------------------------------------------------------- geometry
     def _zone_info(self, z: Zone, first_lba: int) -> _ZoneInfo:
-        """Precompute one zone's LBA range, skews, sector time and slips."""
+        """Precompute one zone's LBA count, skews, sector time and slips
+        (blocks per band as DiskSim layout_g1_load.c compute_blksinband)."""
         p = self.params
-        spt = z.sectors_per_track
-        per_cyl = p.surfaces * spt - p.spares_per_cyl
-        if per_cyl <= 0:
-            raise ValueError(f"{p.name}: zone {z} has no usable sectors per cylinder")
+        spt, surf = z.sectors_per_track, p.surfaces
         ncyl = z.last_cyl - z.first_cyl + 1
+        spares = p.spares_per_cyl if z.spares is None else z.spares
+        blocks = ncyl * surf * spt - z.deadspace_sectors
+        scheme = p.sparing
+        if scheme == "track":
+            blocks -= spares * spt
+            if len(z.slips) + len(z.defects) > spares:
+                raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl}: slips and defects "
+                                 f"outnumber its {spares} spare tracks")
+        elif scheme == "sectpertrack":
+            blocks -= spares * ncyl * surf
+        elif scheme == "sectpercyl":
+            blocks -= spares * ncyl
+        elif scheme == "range":
+            blocks -= spares * (ncyl // p.spare_range_cyl)
+        elif scheme == "zone":
+            blocks -= spares
+        if blocks <= 0 or (scheme == "sectpercyl" and surf * spt <= spares):
+            raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} has no usable sectors")
+        slips = tuple(sorted(z.slips))
         by_cyl: dict[int, list[int]] = {}
-        for s in sorted(z.slips):
-            c, phys = divmod(s, p.surfaces * spt)
+        for sl in slips:
+            c, phys = divmod(sl, surf * spt)
             by_cyl.setdefault(c, []).append(phys)
-        for c, lst in by_cyl.items():
-            if len(lst) > p.spares_per_cyl:
-                raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
-                                 f"has more slips than spares")
-        slips_sorted = sorted(z.slips)
-        before = tuple(bisect.bisect_left(slips_sorted, c * p.surfaces * spt) for c in range(ncyl))
-        return _ZoneInfo(z, first_lba, per_cyl,
+        if scheme == "sectpercyl":
+            for c, lst in by_cyl.items():
+                if len(lst) > spares:
+                    raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
+                                     f"has more slips than spares")
+        before = tuple(bisect.bisect_left(slips, c * surf * spt) for c in range(ncyl))
+        defects = {d: r for d, r in z.defects if d != r}
+        return _ZoneInfo(z, first_lba, blocks,
                          p.track_skew if z.track_skew is None else z.track_skew,
                          p.cyl_skew if z.cyl_skew is None else z.cyl_skew,
-                         self.revolution_ns / spt, by_cyl, before)
+                         self.revolution_ns / spt, spares, slips, defects, by_cyl, before)
 
     def _locate(self, lba: int):
-        """lba -> (zone info, cylinder, head, sector) — physical position."""
+        """lba -> (zone info, cylinder, head, sector) — physical position, as
+        DiskSim layout_g1.c g1_ltop_* for the disk's sparing scheme."""
         zi = self._zones[bisect.bisect_right(self._zone_first_lba, lba) - 1]
-        spt = zi.zone.sectors_per_track
-        cyl_rel, phys = divmod(lba - zi.first_lba, zi.lbas_per_cyl)
-        for s in zi.slips_by_cyl.get(cyl_rel, ()):
-            if s <= phys:
-                phys += 1
-        head, sector = divmod(phys, spt)
-        return zi, zi.zone.first_cyl + cyl_rel, head, sector
+        z = zi.zone
+        spt = z.sectors_per_track
+        surf = self.params.surfaces
+        rel = lba - zi.first_lba + z.deadspace_sectors
+        scheme = self.params.sparing
+        if scheme == "sectpercyl":
+            cyl_rel, phys = divmod(rel, surf * spt - zi.spares)
+            for s in zi.slips_by_cyl.get(cyl_rel, ()):
+                if s <= phys:
+                    phys += 1
+            if zi.defects:
+                cyl_rel, phys = divmod(zi.defects.get(cyl_rel * surf * spt + phys,
+                                                      cyl_rel * surf * spt + phys), surf * spt)
+            head, sector = divmod(phys, spt)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "track":
+            track, sector = divmod(rel, spt)
+            for s in zi.slips:
+                if s <= track:
+                    track += 1
+            track = zi.defects.get(track, track)
+            cyl_rel, head = divmod(track, surf)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "none":
+            track, sector = divmod(rel, spt)
+            cyl_rel, head = divmod(track, surf)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "sectpertrack":
+            track, sector = divmod(rel, spt - zi.spares)
+            first = track * spt
+            for s in zi.slips:
+                if first <= s <= first + sector:
+                    sector += 1
+            phys = zi.defects.get(first + sector, first + sector)
+        elif scheme == "range":
+            per_range = surf * spt * self.params.spare_range_cyl
+            rng, off = divmod(rel, per_range - zi.spares)
+            first = rng * per_range
+            n = 0
+            for s in zi.slips:
+                if first <= s <= first + off + n:
+                    n += 1
+            off += n
+            phys = first + (zi.defects.get(first + off, first + off) % per_range)
+        else:                                   # "zone": spares at the zone's end
+            n = 0
+            for s in zi.slips:
+                if s <= rel + n:
+                    n += 1
+            phys = zi.defects.get(rel + n, rel + n)
+        cyl_rel, rest = divmod(phys, surf * spt)
+        head, sector = divmod(rest, spt)
+        return zi, z.first_cyl + cyl_rel, head, sector
 
     def geometry(self, lba: int) -> tuple[int, int, int]:
         """LBA -> (cylinder, head, sector) through zones, spares and slips."""
@@ -250,13 +350,19 @@ class DiskModel:
         """Time within a revolution (0..rev) at which `sector` starts under the head.
 
         Angle in sectors = first-block offset + skew per track switch and per
-        cylinder switch since the zone start + slips before this cylinder +
-        sector (as DiskSim layout_g1)."""
+        cylinder switch since the zone start + sector; the per-cylinder and
+        per-track sparing schemes also push the angle on by the slips before
+        this cylinder (track) (as DiskSim layout_g1.c g1_map_pbn_skew)."""
         spt = zi.zone.sectors_per_track
         c = cyl - zi.zone.first_cyl
         pos = (zi.zone.first_sector_offset + (head + (self.params.surfaces - 1) * c) * zi.track_skew
-               + c * zi.cyl_skew + zi.slips_before_cyl[c] + sector) % spt
-        return pos * zi.sector_ns
+               + c * zi.cyl_skew + sector)
+        scheme = self.params.sparing
+        if scheme == "sectpercyl":
+            pos += zi.slips_before_cyl[c]
+        elif scheme == "sectpertrack":
+            pos += bisect.bisect_left(zi.slips, (c * self.params.surfaces + head) * spt)
+        return (pos % spt) * zi.sector_ns
 
     def _rotation_wait_ns(self, t_ns: int, phase_ns: float) -> int:
         """Wait from t until the angle `phase_ns` (0..rev) is under the head."""
@@ -272,7 +378,7 @@ class DiskModel:
         if distance == 0:
             return 0
         table = p.seek_table_ms
-        if table and distance <= table[-1][0]:
+        if table and (distance <= table[-1][0] or (p.seek_table_extrapolate and len(table) > 1)):
             ms = _interp_table(table, distance)
         elif p.seek_boundary_cyl and distance < p.seek_boundary_cyl:
             ms = p.seek_a_ms + p.seek_b_ms * math.sqrt(distance)
@@ -320,7 +426,7 @@ class DiskModel:
                 if c2 == c and h2 == h:
                     break
                 n -= 1
-            span = self._locate(lba + done + n - 1)[3] - s + 1   # physical sectors
+            span = max(n, self._locate(lba + done + n - 1)[3] - s + 1)   # physical sectors
             t += self._move_ns(cyl, head, c, h, write)
             cyl, head = c, h
             t = max(t, not_before_ns)
@@ -345,12 +451,13 @@ class DiskModel:
         seg.was_streaming = seg.streaming
         if not seg.streaming:
             return
-        room = min(seg.start + self.params.cache_segment_sectors, self.lba_count) - seg.stream_lba
+        room = min(seg.stream_limit, self.lba_count) - seg.stream_lba
         if room > 0:
             _, _, got, cyl, head = self._media_pass(seg.stream_lba, room, seg.stream_ready_ns,
                                                     seg.stream_cyl, seg.stream_head,
                                                     until_ns=now_ns)
             seg.end = seg.stream_lba + got
+            seg.start = max(seg.start, seg.end - self.params.cache_segment_sectors)
             self.cylinder, self.head = cyl, head
             if got >= room:
                 seg.was_streaming = False  # segment filled: the stream had stopped
@@ -436,7 +543,8 @@ class DiskModel:
                     seg.stream_cyl, seg.stream_head)
             else:
                 _, media_end, _, cyl, head = self._media_pass(
-                    seg.end, lba + sectors - seg.end, start_ns, self.cylinder, self.head)
+                    seg.end, lba + sectors - seg.end, max(start_ns, self.media_free_ns),
+                    self.cylinder, self.head)
             self.cylinder, self.head = cyl, head
             bus_end = max(bus_end, media_end + bus)
             seg.start = max(seg.start, lba + sectors - p.cache_segment_sectors)
@@ -451,12 +559,16 @@ class DiskModel:
         p = self.params
         bus = p.bus_ns_per_sector
         completion = int(round(p.read_completion_ms * NS_PER_MS))
-        overhead = int(round(p.read_miss_overhead_ms * NS_PER_MS))
+        ms = p.read_miss_overhead_ms
+        if self.last_op == "W" and p.read_miss_after_write_overhead_ms is not None:
+            ms = p.read_miss_after_write_overhead_ms
+        overhead = int(round(ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
-        ready = start_ns + overhead
+        ready = max(start_ns + overhead, self.media_free_ns)
         seek = self._move_ns(self.cylinder, self.head, c, h, False)
         first, media_end, _, cyl, head = self._media_pass(lba, sectors, ready, self.cylinder, self.head)
         rotation = first - ready - seek
+        overhead = ready - start_ns          # includes waiting for a write-back to finish
         bus_end = max(media_end + bus, first + int(round(zi.sector_ns)) + sectors * bus)
         done = bus_end + completion
         self.cylinder, self.head = cyl, head
@@ -468,26 +580,46 @@ class DiskModel:
                        done - completion - first, "miss", c, h)
 
     def _start_read_ahead(self, seg: _Segment, ready_ns: int) -> None:
-        if self.params.read_ahead and seg.end - seg.start < self.params.cache_segment_sectors:
+        """Prefetch after a read while the disk is idle: up to read_ahead_max
+        beyond the request and, unless prefetch may replace the request's own
+        data, no further than the segment holds."""
+        p = self.params
+        ra_max = p.cache_segment_sectors if p.read_ahead_max_sectors is None else p.read_ahead_max_sectors
+        limit = seg.end + ra_max
+        if not p.read_ahead_replaces_request:
+            limit = min(limit, seg.start + p.cache_segment_sectors)
+        if p.read_ahead and limit > seg.end:
+            seg.stream_limit = limit
             seg.streaming = True
             seg.stream_ready_ns = ready_ns
             seg.stream_lba = seg.end
             seg.stream_cyl, seg.stream_head = self.cylinder, self.head
 
     def _write(self, start_ns: int, lba: int, sectors: int):
+        """Overhead, then the data cross the bus while the arm moves; the
+        media write starts once the first sector is on board.  With a write
+        cache the host is answered when the data are in the buffer and the
+        media write goes on in the background (DiskSim "Fast write level")."""
         p = self.params
-        bus = p.bus_ns_per_sector
+        bus = p.bus_ns_per_sector if p.bus_write_ns_per_sector is None else p.bus_write_ns_per_sector
         ms = p.write_overhead_ms if self.last_op == "R" else p.write_after_write_overhead_ms
         overhead = int(round(ms * NS_PER_MS))
         completion = int(round(p.write_completion_ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
         cmd_end = start_ns + overhead
+        mech_start = max(cmd_end, self.media_free_ns)
         seek = self._move_ns(self.cylinder, self.head, c, h, True)
         first, media_end, _, cyl, head = self._media_pass(
-            lba, sectors, cmd_end, self.cylinder, self.head, write=True,
+            lba, sectors, mech_start, self.cylinder, self.head, write=True,
             not_before_ns=cmd_end + bus)                   # first sector's data on board
-        rotation = first - cmd_end - seek
-        done = max(media_end, cmd_end + sectors * bus + int(round(zi.sector_ns))) + completion
+        rotation = first - mech_start - seek
+        if p.write_cache:                  # host sees overhead + bus only
+            done = cmd_end + sectors * bus + completion
+            self.media_free_ns = media_end
+            seek = rotation = 0
+            first = cmd_end
+        else:
+            done = max(media_end, cmd_end + sectors * bus + int(round(zi.sector_ns))) + completion
         self.cylinder, self.head = cyl, head
         self._uses += 1
         if p.cache_segments:
@@ -520,6 +652,7 @@ def _interp_table(table: tuple, distance: int) -> float:
         return table[i][1]
     if i == 0:
         return table[0][1]
+    i = min(i, len(ds) - 1)            # past the end: extend the last segment
     (d0, m0), (d1, m1) = table[i - 1], table[i]
     return m0 + (m1 - m0) * (distance - d0) / (d1 - d0)
 
