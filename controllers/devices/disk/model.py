@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 NS_PER_MS = 1_000_000
 
@@ -659,83 +661,35 @@ def _interp_table(table: tuple, distance: int) -> float:
 
 # ---------------------------------------------------------------------- presets
 
-# HP 97560: Ruemmler & Wilkes, IEEE Computer 1994, Table 1 / section "Seek time":
-# 1962 cylinders, 19 tracks per cylinder, 72 sectors per track, 4002 rpm;
-# seek 3.24 + 0.400*sqrt(d) ms for d < 383 cylinders, 8.00 + 0.008*d ms
-# otherwise; controller overhead 2.2 ms; track (head) switch 1.6 ms; track
-# skew 8 sectors, cylinder skew 18 sectors.  Not given by the paper, marked
-# ASSUMED: SCSI-2 bus at 10 MB/s (51.2 us per 512-byte sector); the cache is
-# off here because the paper models it separately.
-HP97560 = DiskParams(
-    name="hp97560",
-    cylinders=1962, surfaces=19, zones=((0, 1961, 72),), rpm=4002,
-    seek_boundary_cyl=383, seek_a_ms=3.24, seek_b_ms=0.400, seek_c_ms=8.00, seek_e_ms=0.008,
-    head_switch_ms=1.6,
-    read_miss_overhead_ms=2.2, read_hit_overhead_ms=2.2, read_hit_after_write_overhead_ms=2.2,
-    write_overhead_ms=2.2, write_after_write_overhead_ms=2.2,
-    bus_ns_per_sector=51_200,            # ASSUMED (see above)
-    track_skew=8, cyl_skew=18,
-)
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "disks"
+"""configs/disks/NAME.parv: each preset is a DiskSim-style file with its sources
+(hp97560: Ruemmler & Wilkes 1994; st41601n: the DiskSim 4.0 validation kit)."""
 
-# Seagate ST41601N: DiskSim 4.0 validation kit (CMU PDL, valid/ in the public
-# mirror benh/disksim): st41601n_validate.model (layout: 14 zones, offsets,
-# skews, 6 spares per cylinder, slips; mechanics: 5397 rpm, head switch 0,
-# write settle 0, extracted seek table st41601n_validate.seek),
-# st41601n.diskspecs (overheads, 1 cache segment of 384 blocks, read-ahead up
-# to 384 blocks, read hits on write data), st41601n.parv (BUS1 block transfer
-# 0.09552 ms).
-_ST41601N_ZONES = (
-    # first_cyl, last_cyl, spt, track_skew, cyl_skew, first_block_offset, slips
-    (0, 625, 85, 2, 16, 0, (351027, 572958, 780987)),
-    (626, 700, 83, 2, 16, 46, ()),
-    (701, 800, 82, 2, 15, 77, (127564, 130078)),
-    (801, 925, 79, 2, 15, 23, (47535, 107971)),
-    (926, 1050, 78, 2, 14, 54, (55028, 83029, 101300, 120855)),
-    (1051, 1175, 76, 2, 14, 36, (75151, 83344, 84636, 85928, 87220, 88512, 89804, 91096,
-                                 92388, 116791)),
-    (1176, 1300, 73, 2, 13, 20, (61600, 105920, 112125, 119745)),
-    (1301, 1400, 72, 2, 13, 28, ()),
-    (1401, 1500, 69, 2, 12, 64, ()),
-    (1501, 1600, 68, 2, 12, 48, ()),
-    (1601, 1800, 65, 2, 11, 28, (74599,)),
-    (1801, 1900, 63, 2, 11, 49, ()),
-    (1901, 2000, 62, 2, 10, 2, ()),
-    (2001, 2097, 61, 2, 10, 48, ()),
-)
 
-# st41601n_validate.seek: "Seek distances measured: 58" (cylinders, ms).
-_ST41601N_SEEK_MS = (
-    (1, 1.625627400), (2, 2.026624800), (3, 2.257027400), (4, 2.457953800),
-    (5, 2.590314400), (6, 2.668716900), (7, 2.835672900), (8, 2.850046000),
-    (9, 2.904469300), (10, 2.909090000), (12, 3.021370700), (14, 3.157781800),
-    (16, 3.281240900), (18, 3.382192700), (20, 3.454657800), (25, 4.416397500),
-    (30, 4.569630100), (35, 4.656808300), (40, 4.819659400), (45, 4.930309131),
-    (50, 5.030418100), (60, 5.214422100), (70, 5.427180700), (80, 5.600655636),
-    (90, 5.809526397), (100, 5.998010900), (125, 6.288895869), (150, 6.634902724),
-    (175, 6.966304000), (200, 7.258890700), (225, 7.548794200), (250, 7.800760300),
-    (275, 8.070144000), (300, 8.354860800), (325, 8.617527300), (350, 8.842571300),
-    (375, 9.048017500), (400, 9.273627600), (425, 9.476206200), (450, 9.677476500),
-    (475, 9.864025600), (500, 10.054185000), (600, 10.700314500), (700, 11.385492500),
-    (800, 12.121746500), (900, 12.876463000), (1000, 13.621508000), (1100, 14.312129667),
-    (1200, 15.012290000), (1300, 15.790787000), (1400, 16.542436000), (1500, 17.291303667),
-    (1600, 18.065838333), (1700, 18.816005833), (1800, 19.521127833), (1900, 20.275453000),
-    (2000, 21.021211000), (2097, 21.777562500),
-)
+class _Presets(Mapping):
+    """Preset name -> DiskParams, loaded through the DiskSim parser on first use
+    (so a preset and a user's ``disk_model`` file take one path)."""
 
-ST41601N = DiskParams(
-    name="st41601n",
-    cylinders=2098, surfaces=17,
-    zones=tuple(Zone(*z) for z in _ST41601N_ZONES),
-    rpm=5397,
-    seek_table_ms=_ST41601N_SEEK_MS,
-    head_switch_ms=0.0, write_settle_ms=0.0,
-    read_miss_overhead_ms=1.433,
-    read_hit_overhead_ms=0.896, read_hit_after_write_overhead_ms=0.506,
-    write_overhead_ms=2.059, write_after_write_overhead_ms=1.404,
-    read_completion_ms=0.232, write_completion_ms=0.0,
-    bus_ns_per_sector=95_520,
-    track_skew=2, cyl_skew=16, spares_per_cyl=6,
-    cache_segments=1, cache_segment_sectors=384, read_ahead=True,
-)
+    def __init__(self, directory: Path):
+        self._dir = directory
+        self._cache: dict[str, DiskParams] = {}
 
-PRESETS: dict[str, DiskParams] = {"hp97560": HP97560, "st41601n": ST41601N}
+    def _names(self) -> list[str]:
+        return sorted(p.stem for p in self._dir.glob("*.parv"))
+
+    def __getitem__(self, name: str) -> DiskParams:
+        if name not in self._cache:
+            if name not in self._names():
+                raise KeyError(name)
+            from controllers.devices.disk.disksim import load   # disksim imports this module
+            self._cache[name] = replace(load(self._dir / f"{name}.parv"), name=name)
+        return self._cache[name]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+PRESETS: Mapping[str, DiskParams] = _Presets(PRESET_DIR)
