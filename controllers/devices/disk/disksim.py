@@ -666,7 +666,27 @@ def _make_params(DiskParams, Zone, disk_b, cylinders, lay, seek, rpm, mech, ov, 
         read_ahead_max_sectors=ra_max,
         read_ahead_replaces_request=disk.int("Read-ahead over requested", 0, lo=-1, hi=1) == 1,
         write_cache=bool(fast) and bool(enable and seg_size),
+        read_ahead_on_hit=bool(disk.int("Read-ahead on idle hit", 1, lo=0, hi=1)),
+        separate_write_segment=bool(disk.int("Use separate write segment", 0, lo=0, hi=1)),
+        read_water=disk.num("High (read) water mark", 0.0, lo=0, hi=1),
+        water_by_request=bool(disk.int("Set watermark by reqsize", 1, lo=0, hi=1)),
+        disconnect_read_after_read_ms=ov("Read disconnect afterread"),
+        disconnect_read_after_write_ms=ov("Read disconnect afterwrite"),
+        reselect_first_ms=ov("First reselect overhead"),
+        reselect_other_ms=ov("Other reselect overhead"),
+        data_prep_ms=ov("Data preparation overhead"),
+        **_extradisc(disk, ov),
     )
+
+
+def _extradisc(disk: _Reader, ov) -> dict:
+    """"Extra write disconnect": the write leaves the bus before its data."""
+    if not disk.int("Extra write disconnect", 0, lo=0, hi=1):
+        return {}
+    return dict(extradisc_command_ms=ov("Extradisc command overhead"),
+                extradisc_seek_delta_ms=ov("Extradisc seek delta"),
+                extradisc_disconnect_ms=ov("Extradisc disconnect overhead"),
+                extradisc_inter_ms=ov("Extradisc inter-disconnect delay"))
 
 
 def params_from_spec(path: str | Path):
@@ -680,9 +700,10 @@ def _approximations(disk: _Reader, mech: _Reader, contread: int, report: MapRepo
         e = disk.entry("Buffer continuous read")
         report.notes.append(f"{e.where}: {e.key} = {contread}: read-ahead modelled as 3 "
                             f"(until the segment or 'Maximum read-ahead' is full)")
-    for key, neutral in (("Percent error in rpms", 0), ("Extra write disconnect", 0),
+    for key, neutral in (("Percent error in rpms", 0),
                          ("Immediate buffer read", 0), ("Immediate buffer write", 0),
-                         ("Data preparation overhead", 0), ("Per-request overhead time", 0),
+                         ("Per-request overhead time", 0), ("Low (write) water mark", 0),
+                         ("Write disconnect overhead", 0), ("Extradisc 2nd disconnect overhead", 0),
                          ("Read any free blocks", 0), ("Minimum read-ahead (blks)", 0)):
         r = mech if key == "Percent error in rpms" else disk
         e = r.b.entry(key)

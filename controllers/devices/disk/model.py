@@ -122,6 +122,25 @@ class DiskParams:
     read_ahead_max_sectors: int | None = None   # beyond the last request; None = segment
     write_cache: bool = False           # write-back: done when the data are in the buffer
     read_ahead_replaces_request: bool = False   # prefetch may push out the request's data
+    read_ahead_on_hit: bool = True      # a full read hit restarts the prefetch
+    separate_write_segment: bool = False  # one of cache_segments holds writes only
+    # SCSI disconnect / reconnect (DiskSim disk.modspec).  A read miss
+    # disconnects and reconnects when read_water of the request (or of the
+    # segment) is in the buffer; zeros and a water mark of 0 mean "reconnect
+    # after the first sector", i.e. the plain model.
+    read_water: float = 0.0             # fraction; "High (read) water mark"
+    water_by_request: bool = True       # fraction of the request, else of the segment
+    disconnect_read_after_read_ms: float = 0.0
+    disconnect_read_after_write_ms: float = 0.0
+    reselect_first_ms: float = 0.0      # first reconnection of a request
+    reselect_other_ms: float = 0.0      # later reconnections
+    data_prep_ms: float = 0.0           # before any data goes on the bus
+    # A write that disconnects before taking any data ("Extra write disconnect"):
+    # its command overhead replaces write_overhead_ms.  None = not done.
+    extradisc_command_ms: float | None = None
+    extradisc_seek_delta_ms: float = 0.0    # command end -> arm may move
+    extradisc_disconnect_ms: float = 0.0    # command end -> off the bus
+    extradisc_inter_ms: float = 0.0         # off the bus -> reconnection attempt
     sector_bytes: int = 512
 
     def __post_init__(self):
@@ -195,6 +214,7 @@ class _Segment:
     stream_cyl: int = 0
     stream_head: int = 0
     stream_limit: int = 0
+    write: bool = False          # the separate write segment's data
     was_streaming: bool = False
     last_use: int = 0
 
@@ -471,15 +491,21 @@ class DiskModel:
                 return seg
         return None
 
-    def _claim_segment(self, start: int, end: int) -> _Segment:
-        """Reuse the least recently used segment (or a new one) for [start, end)."""
+    def _claim_segment(self, start: int, end: int, write: bool = False) -> _Segment:
+        """Reuse the least recently used segment (or a new one) for [start, end).
+        With a separate write segment, writes use it and reads the others."""
         p = self.params
         start = max(start, end - p.cache_segment_sectors)
         self._segments = [s for s in self._segments      # drop stale overlapping copies
                           if not (s.start < end and start < s.end)]
-        if len(self._segments) >= p.cache_segments:
-            self._segments.remove(min(self._segments, key=lambda s: s.last_use))
-        seg = _Segment(start, end)
+        if p.separate_write_segment and p.cache_segments > 1:
+            pool = [s for s in self._segments if s.write == write]
+            cap = 1 if write else p.cache_segments - 1
+        else:
+            pool, cap = self._segments, p.cache_segments
+        if len(pool) >= cap:
+            self._segments.remove(min(pool, key=lambda s: s.last_use))
+        seg = _Segment(start, end, write=write)
         self._segments.append(seg)
         return seg
 
@@ -530,6 +556,7 @@ class DiskModel:
         completion = int(round(p.read_completion_ms * NS_PER_MS))
         ms = p.read_hit_overhead_ms if self.last_op == "R" else p.read_hit_after_write_overhead_ms
         overhead = int(round(ms * NS_PER_MS))
+        overhead += int(round(p.data_prep_ms * NS_PER_MS))
         cmd_end = start_ns + overhead
         zi, c, h, _ = self._locate(lba)
         seg.last_use = self._uses
@@ -552,17 +579,21 @@ class DiskModel:
             seg.start = max(seg.start, lba + sectors - p.cache_segment_sectors)
             seg.end = lba + sectors
             self._start_read_ahead(seg, media_end)
-        else:
+        elif p.read_ahead_on_hit:
             self._start_read_ahead(seg, start_ns)
         return _Result(bus_end + completion, start_ns, overhead + completion, 0, 0,
                        bus_end - cmd_end, kind, c, h)
 
     def _read_miss(self, start_ns: int, lba: int, sectors: int):
+        """Overhead, seek, rotation, media; the disk is off the bus meanwhile
+        and reconnects once the water mark's worth of sectors is buffered;
+        the bus then carries the request, never ahead of the media."""
         p = self.params
         bus = p.bus_ns_per_sector
         completion = int(round(p.read_completion_ms * NS_PER_MS))
+        after_write = self.last_op == "W"
         ms = p.read_miss_overhead_ms
-        if self.last_op == "W" and p.read_miss_after_write_overhead_ms is not None:
+        if after_write and p.read_miss_after_write_overhead_ms is not None:
             ms = p.read_miss_after_write_overhead_ms
         overhead = int(round(ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
@@ -571,7 +602,17 @@ class DiskModel:
         first, media_end, _, cyl, head = self._media_pass(lba, sectors, ready, self.cylinder, self.head)
         rotation = first - ready - seek
         overhead = ready - start_ns          # includes waiting for a write-back to finish
-        bus_end = max(media_end + bus, first + int(round(zi.sector_ns)) + sectors * bus)
+        water = self._water_sectors(sectors)
+        if water > 1:                        # time the water mark is reached
+            _, water_ns, _, _, _ = self._media_pass(lba, water, ready, self.cylinder, self.head)
+        else:
+            water_ns = first + int(round(zi.sector_ns))
+        off_bus = start_ns + overhead + int(round(
+            (p.disconnect_read_after_write_ms if after_write else p.disconnect_read_after_read_ms)
+            * NS_PER_MS))
+        reconnect = (max(water_ns, off_bus) + int(round(p.reselect_first_ms * NS_PER_MS))
+                     + int(round(p.data_prep_ms * NS_PER_MS)))
+        bus_end = max(media_end + bus, reconnect + sectors * bus)
         done = bus_end + completion
         self.cylinder, self.head = cyl, head
         if p.cache_segments:
@@ -580,6 +621,15 @@ class DiskModel:
             self._start_read_ahead(seg, media_end)
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
+
+    def _water_sectors(self, sectors: int) -> int:
+        """Sectors buffered before a read reconnects (DiskSim readwater)."""
+        p = self.params
+        if p.water_by_request:
+            w = max(1, int(min(p.cache_segment_sectors or sectors, sectors) * p.read_water))
+        else:
+            w = int(p.cache_segment_sectors * p.read_water + 0.9999999999)
+        return max(1, min(w, sectors))
 
     def _start_read_ahead(self, seg: _Segment, ready_ns: int) -> None:
         """Prefetch after a read while the disk is idle: up to read_ahead_max
@@ -605,27 +655,39 @@ class DiskModel:
         p = self.params
         bus = p.bus_ns_per_sector if p.bus_write_ns_per_sector is None else p.bus_write_ns_per_sector
         ms = p.write_overhead_ms if self.last_op == "R" else p.write_after_write_overhead_ms
-        overhead = int(round(ms * NS_PER_MS))
+        prep = int(round(p.data_prep_ms * NS_PER_MS))
+        reselect = int(round(p.reselect_first_ms * NS_PER_MS))
+        if p.extradisc_command_ms is None:
+            overhead = int(round(ms * NS_PER_MS))
+            cmd_end = arm_ns = start_ns + overhead
+            bus_start = cmd_end + prep
+        else:                              # off the bus at once; back for the data later
+            overhead = int(round(p.extradisc_command_ms * NS_PER_MS))
+            cmd_end = start_ns + overhead
+            arm_ns = cmd_end + int(round(p.extradisc_seek_delta_ms * NS_PER_MS))
+            bus_start = cmd_end + reselect + prep + int(round(
+                (p.extradisc_disconnect_ms + p.extradisc_inter_ms) * NS_PER_MS))
+            reselect = int(round(p.reselect_other_ms * NS_PER_MS))
         completion = int(round(p.write_completion_ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
-        cmd_end = start_ns + overhead
-        mech_start = max(cmd_end, self.media_free_ns)
+        mech_start = max(arm_ns, self.media_free_ns)
         seek = self._move_ns(self.cylinder, self.head, c, h, True)
         first, media_end, _, cyl, head = self._media_pass(
             lba, sectors, mech_start, self.cylinder, self.head, write=True,
-            not_before_ns=cmd_end + bus)                   # first sector's data on board
+            not_before_ns=bus_start + bus)                 # first sector's data on board
         rotation = first - mech_start - seek
+        bus_end = bus_start + sectors * bus
         if p.write_cache:                  # host sees overhead + bus only
-            done = cmd_end + sectors * bus + completion
+            done = bus_end + completion
             self.media_free_ns = media_end
             seek = rotation = 0
             first = cmd_end
-        else:
-            done = max(media_end, cmd_end + sectors * bus + int(round(zi.sector_ns))) + completion
+        else:                              # reconnects for the status once the media are done
+            done = max(media_end + reselect, bus_end + int(round(zi.sector_ns))) + completion
         self.cylinder, self.head = cyl, head
         self._uses += 1
         if p.cache_segments:
-            seg = self._claim_segment(lba, lba + sectors)
+            seg = self._claim_segment(lba, lba + sectors, write=True)
             seg.last_use = self._uses
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
