@@ -675,6 +675,7 @@ def _make_params(DiskParams, Zone, disk_b, cylinders, lay, seek, rpm, mech, ov, 
         reselect_first_ms=ov("First reselect overhead"),
         reselect_other_ms=ov("Other reselect overhead"),
         data_prep_ms=ov("Data preparation overhead"),
+        disconnect_write_ms=ov("Write disconnect overhead"),
         **_extradisc(disk, ov),
     )
 
@@ -686,7 +687,8 @@ def _extradisc(disk: _Reader, ov) -> dict:
     return dict(extradisc_command_ms=ov("Extradisc command overhead"),
                 extradisc_seek_delta_ms=ov("Extradisc seek delta"),
                 extradisc_disconnect_ms=ov("Extradisc disconnect overhead"),
-                extradisc_inter_ms=ov("Extradisc inter-disconnect delay"))
+                extradisc_inter_ms=ov("Extradisc inter-disconnect delay"),
+                extradisc_disconnect2_ms=ov("Extradisc 2nd disconnect overhead"))
 
 
 def params_from_spec(path: str | Path):
@@ -703,7 +705,7 @@ def _approximations(disk: _Reader, mech: _Reader, contread: int, report: MapRepo
     for key, neutral in (("Percent error in rpms", 0),
                          ("Immediate buffer read", 0), ("Immediate buffer write", 0),
                          ("Per-request overhead time", 0), ("Low (write) water mark", 0),
-                         ("Write disconnect overhead", 0), ("Extradisc 2nd disconnect overhead", 0),
+
                          ("Read any free blocks", 0), ("Minimum read-ahead (blks)", 0)):
         r = mech if key == "Percent error in rpms" else disk
         e = r.b.entry(key)

@@ -141,6 +141,8 @@ class DiskParams:
     extradisc_seek_delta_ms: float = 0.0    # command end -> arm may move
     extradisc_disconnect_ms: float = 0.0    # command end -> off the bus
     extradisc_inter_ms: float = 0.0         # off the bus -> reconnection attempt
+    extradisc_disconnect2_ms: float = 0.0   # after its data, instead of disconnect_write_ms
+    disconnect_write_ms: float = 0.0    # a write leaving the bus after its data
     sector_bytes: int = 512
 
     def __post_init__(self):
@@ -258,6 +260,7 @@ class DiskModel:
         self.head = 0
         self.busy_until_ns = 0
         self.media_free_ns = 0              # a write-back in progress holds the media until then
+        self._last_write_end = -1           # LBA after the last write (sequential writes)
         self.last_op = "R"
         self._segments: list[_Segment] = []
         self._uses = 0
@@ -622,6 +625,29 @@ class DiskModel:
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
 
+    def _write_stall_ns(self, first_ns: int, bus_start_ns: int, sectors: int, bus_ns: int,
+                        sector_ns: float) -> int:
+        """Extra revolutions a write loses when the media outrun the bus: a
+        sector whose data is not yet in the buffer when it passes under the
+        head is written one revolution later (DiskSim writes only buffered
+        sectors)."""
+        gain = bus_ns - sector_ns
+        if gain <= 0 or sectors <= 1:
+            return 0
+        rev = self.revolution_ns
+        t, pos, stall = float(first_ns), 0, 0.0
+        while pos < sectors:
+            # sector j (>= pos) goes at t + (j-pos)*sector_ns, needs bus_start + (j+1)*bus
+            slack = t - bus_start_ns - (pos + 1) * bus_ns
+            count = sectors - pos if slack >= (sectors - pos - 1) * gain else int(slack // gain) + 1
+            count = max(0, min(count, sectors - pos))
+            pos += count
+            t += count * sector_ns
+            if pos < sectors:
+                t += rev                    # the same sector comes round again
+                stall += rev
+        return int(round(stall))
+
     def _water_sectors(self, sectors: int) -> int:
         """Sectors buffered before a read reconnects (DiskSim readwater)."""
         p = self.params
@@ -657,7 +683,13 @@ class DiskModel:
         ms = p.write_overhead_ms if self.last_op == "R" else p.write_after_write_overhead_ms
         prep = int(round(p.data_prep_ms * NS_PER_MS))
         reselect = int(round(p.reselect_first_ms * NS_PER_MS))
-        if p.extradisc_command_ms is None:
+        disconnect = int(round(p.disconnect_write_ms * NS_PER_MS))
+        # DiskSim disksim_diskcache.c: the extra disconnect hits a write that
+        # follows a write it does not append to
+        extradisc = (p.extradisc_command_ms is not None and self.last_op == "W"
+                     and lba != self._last_write_end)
+        self._last_write_end = lba + sectors
+        if not extradisc:
             overhead = int(round(ms * NS_PER_MS))
             cmd_end = arm_ns = start_ns + overhead
             bus_start = cmd_end + prep
@@ -668,6 +700,7 @@ class DiskModel:
             bus_start = cmd_end + reselect + prep + int(round(
                 (p.extradisc_disconnect_ms + p.extradisc_inter_ms) * NS_PER_MS))
             reselect = int(round(p.reselect_other_ms * NS_PER_MS))
+            disconnect = int(round(p.extradisc_disconnect2_ms * NS_PER_MS))
         completion = int(round(p.write_completion_ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
         mech_start = max(arm_ns, self.media_free_ns)
@@ -677,13 +710,16 @@ class DiskModel:
             not_before_ns=bus_start + bus)                 # first sector's data on board
         rotation = first - mech_start - seek
         bus_end = bus_start + sectors * bus
+        media_end += self._write_stall_ns(first, bus_start, sectors, bus, zi.sector_ns)
         if p.write_cache:                  # host sees overhead + bus only
             done = bus_end + completion
             self.media_free_ns = media_end
             seek = rotation = 0
             first = cmd_end
-        else:                              # reconnects for the status once the media are done
-            done = max(media_end + reselect, bus_end + int(round(zi.sector_ns))) + completion
+        elif media_end > bus_end:          # off the bus; back for the status when the media are done
+            done = max(media_end, bus_end + disconnect) + reselect + completion
+        else:
+            done = bus_end + int(round(zi.sector_ns)) + completion
         self.cylinder, self.head = cyl, head
         self._uses += 1
         if p.cache_segments:
