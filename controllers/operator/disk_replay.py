@@ -35,6 +35,11 @@ from controllers.devices.disk.model import PRESETS, DiskModel, DiskParams
 
 QUANTILES = np.arange(1, 10_001) / 10_000.0     # 0.0001 .. 1.0, as rms.c
 
+# DiskSim 4.0's own demerit (ms) on the validation drives that ../shared/data/disksim
+# holds: valid/runvalid of the benh/disksim mirror; ST41601N is not in runvalid, its
+# figure is the DiskSim manual's Fig. 4.  Keyed by the files' stem.
+DISKSIM_DEMERIT_MS = {"st41601n": 0.075, "hp_c2247a": 0.090, "hp_c2490a": 0.254, "cheetah4LP": 0.318}
+
 
 class TraceError(ValueError):
     """Malformed trace; the message names the file and line."""

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "disksim"
 DISKS = ROOT / "configs" / "disks"
 
-# DiskSim's own demerit for each drive (README of ../shared/data/disksim; valid/runvalid;
-# ST41601N from the DiskSim manual, Fig. 4).
+# DiskSim's own demerit for each drive, as the issue and ../shared/data/disksim/README.md give it
 DISKSIM_DEMERIT_MS = {"st41601n": 0.075, "hp_c2247a": 0.090, "hp_c2490a": 0.254, "cheetah4LP": 0.318}
+assert DISKSIM_DEMERIT_MS == disk_replay.DISKSIM_DEMERIT_MS
 
 
 def need_data(name: str) -> Path:
