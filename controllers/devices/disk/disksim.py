@@ -465,7 +465,7 @@ def _parent_bus(spec: Spec, instance: str | None) -> Block | None:
     return None
 
 
-def _zone(r: _Reader, surfaces: int, scheme: str, skew_units: str) -> dict:
+def _zone(r: _Reader, skew_units: str) -> dict:
     spt = r.int("Blocks per track", lo=1)
     units = r.word("Skew units", skew_units)
     if units not in ("sectors", "revolutions"):
@@ -492,9 +492,11 @@ def _zone(r: _Reader, surfaces: int, scheme: str, skew_units: str) -> dict:
                 defects=tuple(zip(defects[0::2], defects[1::2])))
 
 
-def _seek(mech: _Reader, base: Path) -> dict:
+def _seek(mech: _Reader) -> dict:
     """Seek curve fields of DiskParams from a dm_mech_g1 block
-    (DiskSim diskmodel/mech_g1_seektime.c)."""
+    (DiskSim diskmodel/mech_g1_seektime.c).  "hpl" splits at v1 cylinders as
+    Ruemmler & Wilkes define it (DiskSim 4.0's own hpl reads an unset split
+    and is linear everywhere; its hplplus10 uses v1, as here)."""
     kind = mech.word("Seek type")
     out: dict = {}
     if mech.b.has("Full seek curve"):         # DiskSim: naming a curve selects "extracted"
@@ -547,7 +549,7 @@ def _layout(model: _Reader, report: MapReport) -> dict:
     for z in ez.value:
         if not isinstance(z, Block) or z.type != "dm_layout_g1_zone":
             raise SpecError(f"{ez.where}: key '{ez.key}': expected dm_layout_g1_zone blocks, got {z!r}")
-        zones.append(_zone(_Reader(z), surfaces, scheme, units))
+        zones.append(_zone(_Reader(z), units))
         _leftovers(z, report)
     _leftovers(lay.b, report)
     return dict(surfaces=surfaces, sparing=scheme,
@@ -566,69 +568,23 @@ def _ms_to_ns(ms: float) -> int:
 
 
 def load(path: str | Path, report: MapReport | None = None):
-    """Parse `path` (.parv or .diskspecs) and map its disk -> DiskParams."""
-    from controllers.devices.disk.model import DiskParams, Zone
+    """Parse `path` (.parv or .diskspecs) and map its disk -> DiskParams.
+    `report` collects the keys left unused and the approximations made."""
+    from controllers.devices.disk.model import DiskModel, DiskParams
     report = MapReport() if report is None else report
-    path = Path(path)
-    spec = parse(path)
+    spec = parse(Path(path))
     disk_b, inst = _find_disk(spec)
     disk = _Reader(disk_b)
-    model = _Reader(disk.block("Model"))
-    if model.b.type != "dm_disk":
-        raise SpecError(f"{model.b.where}: key 'Model': expected a dm_disk block, got {model.b.type!r}")
-    mech = _Reader(model.block("Mechanical Model"))
-    if mech.b.type != "dm_mech_g1":
-        raise SpecError(f"{mech.b.where}: key 'Mechanical Model': {mech.b.type!r} not supported "
-                        f"(supported: dm_mech_g1)")
-    acc = mech.word("Access time type", "trackSwitchPlusRotation")
-    if acc != "trackSwitchPlusRotation":
-        e = mech.entry("Access time type")
-        raise SpecError(f"{e.where}: key '{e.key}': {acc!r} not supported "
-                        f"(supported: trackSwitchPlusRotation)")
-    lay = _layout(model, report)
-    seek = _seek(mech, path)
-    scale = disk.num("Time scale for overheads", 1.0, lo=0)
-
-    def ov(key):
-        return disk.num(key, 0.0) * scale
-
-    bus_b = _parent_bus(spec, inst)
-    bus_r = bus_w = 0.0
-    if bus_b is not None:
-        br = _Reader(bus_b)
-        bus_r = br.num("Read block transfer time", 0.0, lo=0)
-        bus_w = br.num("Write block transfer time", 0.0, lo=0)
-        _leftovers(bus_b, report)
-    bulk = disk.num("Bulk sector transfer time", 0.0, lo=0)   # disk_get_blktranstime: the slower
-    fast = disk.int("Fast write level", 0, lo=0, hi=2)
-    enable = disk.int("Enable caching in buffer", 1, lo=0, hi=2)
-    segs = disk.int("Number of buffer segments", 0, lo=0)
-    seg_size = disk.int("Segment size (in blks)", 0, lo=0)
-    contread = disk.int("Buffer continuous read", 0, lo=0, hi=4)
-    ra_max = disk.int("Maximum read-ahead (blks)", seg_size, lo=0)
-    if fast:
-        w_read, w_write = ov("Write hit over. after read"), ov("Write hit over. after write")
-    else:
-        w_read, w_write = ov("Write miss over. after read"), ov("Write miss over. after write")
-    _approximations(disk, mech, contread, report)
-    rpm = mech.num("Rotation speed (in rpms)", lo=1)
-    cylinders = model.int("Number of cylinders", lo=1)
-    last = max(z["last_cyl"] for z in lay["zones"])
-    if last >= cylinders:              # DiskSim does not check; the zones are what it maps
-        e = model.entry("Number of cylinders")
-        report.notes.append(f"{e.where}: {e.key} = {cylinders}, but a zone ends at cylinder "
-                            f"{last}: the disk is taken to have {last + 1}")
-        cylinders = last + 1
+    model = _typed(disk.block("Model"), "Model", "dm_disk")
+    mech = _typed(model.block("Mechanical Model"), "Mechanical Model", "dm_mech_g1")
+    fields = dict(name=disk_b.name, **_geometry(model, report), **_mechanics(mech),
+                  **_controller(disk, _parent_bus(spec, inst), report), **_cache(disk))
+    _approximations(disk, mech, report)
     try:
-        params = _make_params(DiskParams, Zone, disk_b, cylinders, lay, seek, rpm, mech, ov, bus_r,
-                              bus_w, bulk, w_read, w_write, segs, seg_size, enable, contread,
-                              ra_max, fast, disk)
-    except ValueError as e:
-        if isinstance(e, SpecError):
-            raise
+        params = DiskParams(**fields)
+    except ValueError as e:               # the model's own checks (zones, spares, ...)
         raise SpecError(f"{disk_b.where}: disk {disk_b.name}: {e}") from None
     declared = model.int("Block count", 0, lo=0)
-    from controllers.devices.disk.model import DiskModel
     got = DiskModel(params).lba_count
     if declared and declared != got:
         e = model.entry("Block count")
@@ -639,56 +595,100 @@ def load(path: str | Path, report: MapReport | None = None):
     return params
 
 
-def _make_params(DiskParams, Zone, disk_b, cylinders, lay, seek, rpm, mech, ov, bus_r, bus_w, bulk,
-                 w_read, w_write, segs, seg_size, enable, contread, ra_max, fast, disk):
-    return DiskParams(
-        name=disk_b.name,
-        cylinders=cylinders,
-        surfaces=lay["surfaces"],
-        zones=tuple(Zone(**z) for z in lay["zones"]),
-        rpm=rpm,
-        **seek,
-        head_switch_ms=mech.num("Head switch time", 0.0, lo=0),
-        write_settle_ms=mech.num("Add. write settling delay", 0.0),
+def _typed(block: Block, key: str, btype: str) -> _Reader:
+    if block.type != btype:
+        raise SpecError(f"{block.where}: key '{key}': {block.type!r} not supported (supported: {btype})")
+    return _Reader(block)
+
+
+def _geometry(model: _Reader, report: MapReport) -> dict:
+    """Cylinders, surfaces, zones and sparing (dm_disk + dm_layout_g1)."""
+    from controllers.devices.disk.model import Zone
+    lay = _layout(model, report)
+    cylinders = model.int("Number of cylinders", lo=1)
+    last = max(z["last_cyl"] for z in lay["zones"])
+    if last >= cylinders:              # DiskSim does not check; the zones are what it maps
+        e = model.entry("Number of cylinders")
+        report.notes.append(f"{e.where}: {e.key} = {cylinders}, but a zone ends at cylinder "
+                            f"{last}: the disk is taken to have {last + 1}")
+        cylinders = last + 1
+    return dict(cylinders=cylinders, surfaces=lay["surfaces"],
+                zones=tuple(Zone(**z) for z in lay["zones"]),
+                sparing=lay["sparing"], spare_range_cyl=lay["spare_range_cyl"])
+
+
+def _mechanics(mech: _Reader) -> dict:
+    """Rotation, seek, head switch and write settle (dm_mech_g1)."""
+    acc = mech.word("Access time type", "trackSwitchPlusRotation")
+    if acc != "trackSwitchPlusRotation":
+        e = mech.entry("Access time type")
+        raise SpecError(f"{e.where}: key '{e.key}': {acc!r} not supported "
+                        f"(supported: trackSwitchPlusRotation)")
+    return dict(rpm=mech.num("Rotation speed (in rpms)", lo=1), **_seek(mech),
+                head_switch_ms=mech.num("Head switch time", 0.0, lo=0),
+                write_settle_ms=mech.num("Add. write settling delay", 0.0))
+
+
+def _controller(disk: _Reader, bus: Block | None, report: MapReport) -> dict:
+    """Command, completion, disconnect and reselect overheads (scaled by
+    "Time scale for overheads") and the transfer time per block: the slower
+    of the bus above the disk and the disk's own (disk_get_blktranstime)."""
+    scale = disk.num("Time scale for overheads", 1.0, lo=0)
+
+    def ov(key):
+        return disk.num(key, 0.0, lo=0) * scale
+
+    bus_r = bus_w = 0.0
+    if bus is not None:
+        br = _Reader(bus)
+        bus_r = br.num("Read block transfer time", 0.0, lo=0)
+        bus_w = br.num("Write block transfer time", 0.0, lo=0)
+        _leftovers(bus, report)
+    bulk = disk.num("Bulk sector transfer time", 0.0, lo=0)
+    # DiskSim charges write *hit* overheads when write-back caching is on
+    w = "hit" if disk.int("Fast write level", 0, lo=0, hi=2) else "miss"
+    out = dict(
         read_miss_overhead_ms=ov("Read miss over. after read"),
         read_miss_after_write_overhead_ms=ov("Read miss over. after write"),
         read_hit_overhead_ms=ov("Read hit over. after read"),
         read_hit_after_write_overhead_ms=ov("Read hit over. after write"),
-        write_overhead_ms=w_read, write_after_write_overhead_ms=w_write,
+        write_overhead_ms=ov(f"Write {w} over. after read"),
+        write_after_write_overhead_ms=ov(f"Write {w} over. after write"),
         read_completion_ms=ov("Read completion overhead"),
         write_completion_ms=ov("Write completion overhead"),
         bus_ns_per_sector=_ms_to_ns(max(bus_r, bulk)),
         bus_write_ns_per_sector=_ms_to_ns(max(bus_w, bulk)),
-        sparing=lay["sparing"], spare_range_cyl=lay["spare_range_cyl"],
-        cache_segments=segs if (enable and seg_size) else 0,
-        cache_segment_sectors=seg_size,
-        read_ahead=bool(contread) and bool(enable and seg_size),
-        read_ahead_max_sectors=ra_max,
-        read_ahead_replaces_request=disk.int("Read-ahead over requested", 0, lo=-1, hi=1) == 1,
-        write_cache=bool(fast) and bool(enable and seg_size),
-        read_ahead_on_hit=bool(disk.int("Read-ahead on idle hit", 1, lo=0, hi=1)),
-        separate_write_segment=bool(disk.int("Use separate write segment", 0, lo=0, hi=1)),
         read_water=disk.num("High (read) water mark", 0.0, lo=0, hi=1),
         water_by_request=bool(disk.int("Set watermark by reqsize", 1, lo=0, hi=1)),
         disconnect_read_after_read_ms=ov("Read disconnect afterread"),
         disconnect_read_after_write_ms=ov("Read disconnect afterwrite"),
+        disconnect_write_ms=ov("Write disconnect overhead"),
         reselect_first_ms=ov("First reselect overhead"),
         reselect_other_ms=ov("Other reselect overhead"),
-        data_prep_ms=ov("Data preparation overhead"),
-        disconnect_write_ms=ov("Write disconnect overhead"),
-        **_extradisc(disk, ov),
-    )
+        data_prep_ms=ov("Data preparation overhead"))
+    if disk.int("Extra write disconnect", 0, lo=0, hi=1):   # off the bus before its data
+        out.update(extradisc_command_ms=ov("Extradisc command overhead"),
+                   extradisc_seek_delta_ms=ov("Extradisc seek delta"),
+                   extradisc_disconnect_ms=ov("Extradisc disconnect overhead"),
+                   extradisc_inter_ms=ov("Extradisc inter-disconnect delay"),
+                   extradisc_disconnect2_ms=ov("Extradisc 2nd disconnect overhead"))
+    return out
 
 
-def _extradisc(disk: _Reader, ov) -> dict:
-    """"Extra write disconnect": the write leaves the bus before its data."""
-    if not disk.int("Extra write disconnect", 0, lo=0, hi=1):
-        return {}
-    return dict(extradisc_command_ms=ov("Extradisc command overhead"),
-                extradisc_seek_delta_ms=ov("Extradisc seek delta"),
-                extradisc_disconnect_ms=ov("Extradisc disconnect overhead"),
-                extradisc_inter_ms=ov("Extradisc inter-disconnect delay"),
-                extradisc_disconnect2_ms=ov("Extradisc 2nd disconnect overhead"))
+def _cache(disk: _Reader) -> dict:
+    """Buffer segments, read-ahead and write-back (disk.modspec)."""
+    enable = disk.int("Enable caching in buffer", 1, lo=0, hi=2)
+    segs = disk.int("Number of buffer segments", 0, lo=0)
+    seg_size = disk.int("Segment size (in blks)", 0, lo=0)
+    on = bool(enable and segs and seg_size)
+    return dict(
+        cache_segments=segs if on else 0, cache_segment_sectors=seg_size,
+        separate_write_segment=bool(disk.int("Use separate write segment", 0, lo=0, hi=1)),
+        read_ahead=on and bool(disk.int("Buffer continuous read", 0, lo=0, hi=4)),
+        read_ahead_max_sectors=disk.int("Maximum read-ahead (blks)", seg_size, lo=0),
+        read_ahead_replaces_request=disk.int("Read-ahead over requested", 0, lo=-1, hi=1) == 1,
+        read_ahead_on_hit=bool(disk.int("Read-ahead on idle hit", 1, lo=0, hi=1)),
+        write_cache=on and bool(disk.int("Fast write level", 0, lo=0, hi=2)))
 
 
 def params_from_spec(path: str | Path):
@@ -696,8 +696,9 @@ def params_from_spec(path: str | Path):
     return load(path)
 
 
-def _approximations(disk: _Reader, mech: _Reader, contread: int, report: MapReport) -> None:
+def _approximations(disk: _Reader, mech: _Reader, report: MapReport) -> None:
     """Keys that DiskSim would act on but this model treats more simply: say so."""
+    contread = disk.int("Buffer continuous read", 0, lo=0, hi=4)
     if contread in (1, 2, 4):
         e = disk.entry("Buffer continuous read")
         report.notes.append(f"{e.where}: {e.key} = {contread}: read-ahead modelled as 3 "
