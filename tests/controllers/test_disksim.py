@@ -179,13 +179,15 @@ def _two_zone(sparing, **kw) -> DiskParams:
                   kw.pop("dead", 0), kw.pop("defects", ())),
              Zone(11, 19, 8, 1, 2, 0, (), 2))          # cylinder 10 is a gap
     return DiskParams(name="t", cylinders=20, surfaces=2, zones=zones, rpm=6000, sparing=sparing,
-                      spare_range_cyl=kw.pop("rng", 1), **kw)
+                      spare_range_cyl=kw.pop("rng", 1), surface_order=kw.pop("order", "normal"), **kw)
 
 
 @pytest.mark.parametrize("sparing, rng, expect", [
     ("none", 1, 10 * 2 * 10 + 9 * 2 * 8),
     ("track", 1, (20 - 2) * 10 + (18 - 2) * 8),              # 2 spare tracks per zone
     ("sectpercyl", 1, 10 * (20 - 2) + 9 * (16 - 2)),
+    ("sectpercyl_sliptoend", 1, 10 * (20 - 2) + 9 * (16 - 2)),
+    ("sectatend", 1, 10 * (20 - 2) + 9 * (16 - 2)),
     ("sectpertrack", 1, 10 * 2 * 8 + 9 * 2 * 6),
     ("range", 5, 200 - 2 * 2 + 144 - 2 * 1),                  # 9 // 5 = 1 range in zone 2
     ("zone", 1, 200 - 2 + 144 - 2),
@@ -194,14 +196,15 @@ def test_block_count_per_sparing_scheme(sparing, rng, expect):
     assert DiskModel(_two_zone(sparing, rng=rng)).lba_count == expect
 
 
-@pytest.mark.parametrize("sparing, rng, seed", [(s, r, seed) for s, r in
+@pytest.mark.parametrize("sparing, rng, order, seed", [(s, r, o, seed) for s, r in
                          (("none", 1), ("track", 1), ("sectpercyl", 1), ("sectpertrack", 1),
-                          ("range", 5), ("zone", 1)) for seed in (1, 2)])
-def test_every_lbn_maps_to_its_own_sector_inside_its_zone(sparing, rng, seed):
+                          ("sectpercyl_sliptoend", 1), ("sectatend", 1), ("range", 5), ("zone", 1))
+                         for o in ("normal", "serpentine-zone") for seed in (1, 2)])
+def test_every_lbn_maps_to_its_own_sector_inside_its_zone(sparing, rng, order, seed):
     r = random.Random(seed)
     slips = tuple(sorted(r.sample(range(18), 1))) if sparing == "track" else \
         tuple(sorted(r.sample(range(150), 2)))
-    params = _two_zone(sparing, rng=rng, slips0=slips)
+    params = _two_zone(sparing, rng=rng, slips0=slips, order=order)
     disk = DiskModel(params)
     seen = set()
     for lba in range(disk.lba_count):
@@ -218,6 +221,17 @@ def test_track_sparing_skips_slipped_track_and_deadspace():
     disk = DiskModel(p)
     assert disk.geometry(0) == (1, 0, 0)     # track 0 dead, track 1 slipped -> track 2 = cyl 1 head 0
     assert disk.geometry(10) == (1, 1, 0)
+
+
+def test_slip_to_end_pushes_later_cylinders_and_serpentine_reverses_odd_cylinders():
+    plain = DiskModel(_two_zone("sectatend", spares=0))
+    slipped = DiskModel(_two_zone("sectatend", spares=0, slips0=(5,)))
+    assert slipped.lba_count == plain.lba_count - 1
+    assert slipped.geometry(5) == plain.geometry(6)          # the slipped sector is skipped
+    assert slipped.geometry(20) == plain.geometry(21)        # and the next cylinder moves on too
+    serp = DiskModel(_two_zone("none", spares=0, order="serpentine-zone"))
+    assert serp.geometry(20) == (1, 1, 0)                    # cylinder 1 starts on the last surface
+    assert serp.geometry(40) == (2, 0, 0)
 
 
 def test_defect_is_remapped_unless_it_names_itself():

@@ -349,7 +349,9 @@ def read_seek_table(path: Path, where: str, key: str) -> tuple:
 
 # ---------------------------------------------------------------------- mapping
 SEEK_TYPES = ("constant", "hpl", "hplplus10", "extracted")
-_SCHEMES = {0: "none", 1: "track", 2: "sectpercyl", 3: "sectpertrack", 8: "range", 9: "zone"}
+_SCHEMES = {0: "none", 1: "track", 2: "sectpercyl", 3: "sectpertrack", 4: "sectpercyl_sliptoend",
+            7: "sectatend", 8: "range", 9: "zone"}
+_ORDERS = {0: "normal", 1: "serpentine-zone", 2: "serpentine-even"}
 
 
 @dataclass
@@ -531,9 +533,10 @@ def _layout(model: _Reader, report: MapReport) -> dict:
         raise SpecError(f"{lay.b.where}: key 'Layout Model': layout {lay.b.type!r} not supported "
                         f"(supported: dm_layout_g1)")
     mapping = lay.int("LBN-to-PBN mapping scheme", 0)
-    if mapping != 0:
+    if mapping not in _ORDERS:
         e = lay.entry("LBN-to-PBN mapping scheme")
-        raise SpecError(f"{e.where}: key '{e.key}': only mapping scheme 0 (normal) is supported, got {mapping}")
+        raise SpecError(f"{e.where}: key '{e.key}': mapping scheme {mapping} not supported (supported: "
+                        + ", ".join(f"{k} {v}" for k, v in _ORDERS.items()) + ")")
     code = lay.int("Sparing scheme used", 0)
     if code not in _SCHEMES:
         e = lay.entry("Sparing scheme used")
@@ -552,7 +555,7 @@ def _layout(model: _Reader, report: MapReport) -> dict:
         zones.append(_zone(_Reader(z), units))
         _leftovers(z, report)
     _leftovers(lay.b, report)
-    return dict(surfaces=surfaces, sparing=scheme,
+    return dict(surfaces=surfaces, sparing=scheme, surface_order=_ORDERS[mapping],
                 spare_range_cyl=lay.int("Rangesize for sparing", 1, lo=1), zones=zones)
 
 
@@ -614,7 +617,8 @@ def _geometry(model: _Reader, report: MapReport) -> dict:
         cylinders = last + 1
     return dict(cylinders=cylinders, surfaces=lay["surfaces"],
                 zones=tuple(Zone(**z) for z in lay["zones"]),
-                sparing=lay["sparing"], spare_range_cyl=lay["spare_range_cyl"])
+                sparing=lay["sparing"], spare_range_cyl=lay["spare_range_cyl"],
+                surface_order=lay["surface_order"])
 
 
 def _mechanics(mech: _Reader) -> dict:

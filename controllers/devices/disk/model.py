@@ -29,12 +29,21 @@ from pathlib import Path
 NS_PER_MS = 1_000_000
 
 
-SPARING_SCHEMES = ("none", "track", "sectpercyl", "sectpertrack", "range", "zone")
+SPARING_SCHEMES = ("none", "track", "sectpercyl", "sectpercyl_sliptoend", "sectatend",
+                   "sectpertrack", "range", "zone")
 """How spare sectors are laid out (DiskSim diskmodel/layout_g1.h "Sparing scheme
-used" 0, 1, 2, 3, 8, 9): none; spare *tracks* at the end of each zone (slips and
-defects are track numbers); N spare sectors at the end of each cylinder, of
-each track, of each range of `spare_range_cyl` cylinders, or of each zone
-(slips and defects are zone-relative physical sector numbers)."""
+used" 0, 1, 2, 4, 7, 3, 8, 9): none; spare *tracks* at the end of each zone
+(slips and defects are track numbers); N spare sectors at the end of each
+cylinder (a slip uses one of its cylinder's spares, or, "sliptoend", pushes
+every later LBN of the zone on by one; "sectatend" is the latter with the
+spares at the end of the disk), of each track, of each range of
+`spare_range_cyl` cylinders, or of each zone (slips and defects are
+zone-relative physical sector numbers)."""
+
+SURFACE_ORDERS = ("normal", "serpentine-zone", "serpentine-even")
+"""Order of the surfaces within a cylinder (DiskSim "LBN-to-PBN mapping scheme"
+0, 1, 2): always 0..N-1; or reversed on odd cylinders counted from the zone
+start / from cylinder 0, so a cylinder switch stays on the same surface."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class DiskParams:
     spares_per_cyl: int = 0             # default Zone.spares
     sparing: str = "sectpercyl"         # one of SPARING_SCHEMES
     spare_range_cyl: int = 1            # cylinders per spare range ("range" sparing)
+    surface_order: str = "normal"       # one of SURFACE_ORDERS
     cache_segments: int = 0             # 0 = no on-board cache
     cache_segment_sectors: int = 0
     read_ahead: bool = False            # keep reading after a read miss while idle
@@ -156,6 +166,9 @@ class DiskParams:
         if self.sparing not in SPARING_SCHEMES:
             raise ValueError(f"{self.name}: sparing must be one of {', '.join(SPARING_SCHEMES)}, "
                              f"got {self.sparing!r}")
+        if self.surface_order not in SURFACE_ORDERS:
+            raise ValueError(f"{self.name}: surface_order must be one of {', '.join(SURFACE_ORDERS)}, "
+                             f"got {self.surface_order!r}")
         if self.spare_range_cyl <= 0:
             raise ValueError(f"{self.name}: spare_range_cyl must be > 0")
         prev_last = -1
@@ -247,6 +260,7 @@ class DiskModel:
             raise ValueError(f"expected DiskParams, got {type(params).__name__}")
         self.params = params
         self.revolution_ns = params.revolution_ns
+        self._serpentine = params.surface_order != "normal"
         self._zones: list[_ZoneInfo] = []
         next_lba = 0
         for z in params.zones:
@@ -284,11 +298,13 @@ class DiskModel:
             blocks -= spares * ncyl * surf
         elif scheme == "sectpercyl":
             blocks -= spares * ncyl
+        elif scheme in ("sectpercyl_sliptoend", "sectatend"):
+            blocks -= spares * ncyl + len(z.slips)
         elif scheme == "range":
             blocks -= spares * (ncyl // p.spare_range_cyl)
         elif scheme == "zone":
             blocks -= spares
-        if blocks <= 0 or (scheme == "sectpercyl" and surf * spt <= spares):
+        if blocks <= 0 or (scheme.startswith("sect") and surf * spt <= spares):
             raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} has no usable sectors")
         slips = tuple(sorted(z.slips))
         by_cyl: dict[int, list[int]] = {}
@@ -302,6 +318,10 @@ class DiskModel:
                                      f"has more slips than spares")
         before = tuple(bisect.bisect_left(slips, c * surf * spt) for c in range(ncyl))
         defects = {d: r for d, r in z.defects if d != r}
+        if scheme in ("sectpercyl_sliptoend", "sectatend"):   # slips in usable-sector numbers
+            per = surf * spt - spares
+            usable = sorted(c * per + ph for c, lst in by_cyl.items() for ph in lst if ph < per)
+            by_cyl = {-1: usable}
         return _ZoneInfo(z, first_lba, blocks,
                          p.track_skew if z.track_skew is None else z.track_skew,
                          p.cyl_skew if z.cyl_skew is None else z.cyl_skew,
@@ -309,7 +329,21 @@ class DiskModel:
 
     def _locate(self, lba: int):
         """lba -> (zone info, cylinder, head, sector) — physical position, as
-        DiskSim layout_g1.c g1_ltop_* for the disk's sparing scheme."""
+        DiskSim layout_g1.c g1_ltop_* for the disk's sparing scheme, then the
+        surface order (g1_surfno_on_cyl)."""
+        zi, cyl, head, sector = self._locate_normal(lba)
+        if self._serpentine and self._reversed(zi, cyl):
+            head = self.params.surfaces - 1 - head
+        return zi, cyl, head, sector
+
+    def _reversed(self, zi: _ZoneInfo, cyl: int) -> bool:
+        """Is the surface order reversed on this cylinder?"""
+        if self.params.surface_order == "serpentine-zone":
+            return (cyl - zi.zone.first_cyl) % 2 == 1
+        return self.params.surface_order == "serpentine-even" and cyl % 2 == 1
+
+    def _locate_normal(self, lba: int):
+        """_locate before the surface order is applied."""
         zi = self._zones[bisect.bisect_right(self._zone_first_lba, lba) - 1]
         z = zi.zone
         spt = z.sectors_per_track
@@ -325,6 +359,17 @@ class DiskModel:
                 cyl_rel, phys = divmod(zi.defects.get(cyl_rel * surf * spt + phys,
                                                       cyl_rel * surf * spt + phys), surf * spt)
             head, sector = divmod(phys, spt)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme in ("sectpercyl_sliptoend", "sectatend"):
+            per = surf * spt - zi.spares
+            u = rel
+            for s in zi.slips_by_cyl[-1]:
+                if s <= u:
+                    u += 1
+            cyl_rel, w = divmod(u, per)
+            phys = zi.defects.get(cyl_rel * surf * spt + w, cyl_rel * surf * spt + w)
+            cyl_rel, rest = divmod(phys, surf * spt)
+            head, sector = divmod(rest, spt)
             return zi, z.first_cyl + cyl_rel, head, sector
         if scheme == "track":
             track, sector = divmod(rel, spt)
@@ -380,10 +425,12 @@ class DiskModel:
         this cylinder (track) (as DiskSim layout_g1.c g1_map_pbn_skew)."""
         spt = zi.zone.sectors_per_track
         c = cyl - zi.zone.first_cyl
+        if self._serpentine and self._reversed(zi, cyl):      # back to logical surface order
+            head = self.params.surfaces - 1 - head
         pos = (zi.zone.first_sector_offset + (head + (self.params.surfaces - 1) * c) * zi.track_skew
                + c * zi.cyl_skew + sector)
         scheme = self.params.sparing
-        if scheme == "sectpercyl":
+        if scheme in ("sectpercyl", "sectpercyl_sliptoend"):
             pos += zi.slips_before_cyl[c]
         elif scheme == "sectpertrack":
             pos += bisect.bisect_left(zi.slips, (c * self.params.surfaces + head) * spt)
