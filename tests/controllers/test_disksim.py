@@ -37,6 +37,7 @@ from controllers.rack.layout import load_storage_config
 from emu.params import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
+NS_PER_MS = 1_000_000
 DATA = ROOT.parent / "shared" / "data" / "disksim"
 DISKS = ROOT / "configs" / "disks"
 
@@ -232,6 +233,26 @@ def test_slip_to_end_pushes_later_cylinders_and_serpentine_reverses_odd_cylinder
     serp = DiskModel(_two_zone("none", spares=0, order="serpentine-zone"))
     assert serp.geometry(20) == (1, 1, 0)                    # cylinder 1 starts on the last surface
     assert serp.geometry(40) == (2, 0, 0)
+
+
+@pytest.mark.parametrize("mode, alone, in_stream", [("track", False, False), ("segment", True, True),
+                                                   ("dec", False, True)])
+def test_read_ahead_stops_where_the_mode_says(mode, alone, in_stream):
+    """After a read that ends mid-track, is the next track prefetched?  "track"
+    never, "segment" always (room permitting), "dec" only inside a stream."""
+    params = DiskParams(name="t", cylinders=10, surfaces=2, zones=((0, 9, 20),), rpm=6000,
+                        sparing="none", cache_segments=1, cache_segment_sectors=64, read_ahead=True,
+                        read_ahead_mode=mode)
+    idle_ns = 50 * NS_PER_MS                               # long enough for any prefetch
+    for stream, expect in ((False, alone), (True, in_stream)):
+        disk = DiskModel(params)
+        t = disk.access(0, "R", 4, 4).done_ns + idle_ns        # ends mid-track 0
+        if stream:
+            res = disk.access(t, "R", 8, 4)                     # same track: always prefetched
+            assert res.cache_hit == "hit", (mode, res)
+            t = res.done_ns + idle_ns
+        nxt = disk.access(t, "R", 20, 2)                        # first blocks of track 1
+        assert (nxt.cache_hit != "miss") == expect, (mode, stream, nxt)
 
 
 def test_defect_is_remapped_unless_it_names_itself():

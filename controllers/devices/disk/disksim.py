@@ -689,6 +689,8 @@ def _cache(disk: _Reader) -> dict:
         cache_segments=segs if on else 0, cache_segment_sectors=seg_size,
         separate_write_segment=bool(disk.int("Use separate write segment", 0, lo=0, hi=1)),
         read_ahead=on and bool(disk.int("Buffer continuous read", 0, lo=0, hi=4)),
+        read_ahead_mode={1: "track", 2: "cylinder", 4: "dec"}.get(
+            disk.int("Buffer continuous read", 0, lo=0, hi=4), "segment"),
         read_ahead_max_sectors=disk.int("Maximum read-ahead (blks)", seg_size, lo=0),
         read_ahead_replaces_request=disk.int("Read-ahead over requested", 0, lo=-1, hi=1) == 1,
         read_ahead_on_hit=bool(disk.int("Read-ahead on idle hit", 1, lo=0, hi=1)),
@@ -702,11 +704,6 @@ def params_from_spec(path: str | Path):
 
 def _approximations(disk: _Reader, mech: _Reader, report: MapReport) -> None:
     """Keys that DiskSim would act on but this model treats more simply: say so."""
-    contread = disk.int("Buffer continuous read", 0, lo=0, hi=4)
-    if contread in (1, 2, 4):
-        e = disk.entry("Buffer continuous read")
-        report.notes.append(f"{e.where}: {e.key} = {contread}: read-ahead modelled as 3 "
-                            f"(until the segment or 'Maximum read-ahead' is full)")
     for key, neutral in (("Percent error in rpms", 0),
                          ("Immediate buffer read", 0), ("Immediate buffer write", 0),
                          ("Per-request overhead time", 0), ("Low (write) water mark", 0),

@@ -130,6 +130,11 @@ class DiskParams:
     cache_segment_sectors: int = 0
     read_ahead: bool = False            # keep reading after a read miss while idle
     read_ahead_max_sectors: int | None = None   # beyond the last request; None = segment
+    # How far prefetch goes (DiskSim "Buffer continuous read" 3, 1, 2, 4): until
+    # the segment (or read_ahead_max) is full; to the end of the request's
+    # track; of its cylinder; or the next block's track plus one more when the
+    # segment already began on an earlier track (DEC's scheme).
+    read_ahead_mode: str = "segment"
     write_cache: bool = False           # write-back: done when the data are in the buffer
     read_ahead_replaces_request: bool = False   # prefetch may push out the request's data
     read_ahead_on_hit: bool = True      # a full read hit restarts the prefetch
@@ -169,6 +174,9 @@ class DiskParams:
         if self.surface_order not in SURFACE_ORDERS:
             raise ValueError(f"{self.name}: surface_order must be one of {', '.join(SURFACE_ORDERS)}, "
                              f"got {self.surface_order!r}")
+        if self.read_ahead_mode not in ("segment", "track", "cylinder", "dec"):
+            raise ValueError(f"{self.name}: read_ahead_mode must be segment, track, cylinder or dec, "
+                             f"got {self.read_ahead_mode!r}")
         if self.spare_range_cyl <= 0:
             raise ValueError(f"{self.name}: spare_range_cyl must be > 0")
         prev_last = -1
@@ -704,16 +712,56 @@ class DiskModel:
             w = int(p.cache_segment_sectors * p.read_water + 0.9999999999)
         return max(1, min(w, sectors))
 
+    def _run_end(self, lba: int, track: bool) -> int:
+        """First LBA after the track (or cylinder) holding `lba`: LBAs of a
+        track are consecutive, so a binary search over one track's span."""
+        zi, c, h, _ = self._locate(lba)
+        span = zi.zone.sectors_per_track * (1 if track else self.params.surfaces)
+        lo, hi = lba, min(lba + span, self.lba_count - 1)
+        while lo < hi:                 # last LBA on the same track / cylinder
+            mid = (lo + hi + 1) // 2
+            _, c2, h2, _ = self._locate(mid)
+            if c2 == c and (h2 == h or not track):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1
+
+    def _run_start(self, lba: int) -> int:
+        """First LBA of the track holding `lba`."""
+        zi, c, h, _ = self._locate(lba)
+        lo, hi = max(0, lba - zi.zone.sectors_per_track), lba
+        while lo < hi:
+            mid = (lo + hi) // 2
+            _, c2, h2, _ = self._locate(mid)
+            if c2 == c and h2 == h:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def _start_read_ahead(self, seg: _Segment, ready_ns: int) -> None:
         """Prefetch after a read while the disk is idle: up to read_ahead_max
         beyond the request and, unless prefetch may replace the request's own
         data, no further than the segment holds."""
         p = self.params
+        if not p.read_ahead or seg.end >= self.lba_count:
+            return
         ra_max = p.cache_segment_sectors if p.read_ahead_max_sectors is None else p.read_ahead_max_sectors
-        limit = seg.end + ra_max
+        mode = p.read_ahead_mode
+        if mode == "track":            # to the end of the track holding the request's last block
+            limit = min(seg.end + ra_max, self._run_end(seg.end - 1, track=True))
+        elif mode == "cylinder":
+            limit = min(seg.end + ra_max, self._run_end(seg.end - 1, track=False))
+        elif mode == "dec":            # the next block's track, and one more inside a stream
+            limit = self._run_end(seg.end, track=True)
+            if seg.start < self._run_start(seg.end):
+                limit += self._locate(seg.end)[0].zone.sectors_per_track
+        else:
+            limit = seg.end + ra_max
         if not p.read_ahead_replaces_request:
             limit = min(limit, seg.start + p.cache_segment_sectors)
-        if p.read_ahead and limit > seg.end:
+        if limit > seg.end:
             seg.stream_limit = limit
             seg.streaming = True
             seg.stream_ready_ns = ready_ns
