@@ -659,6 +659,7 @@ def _controller(disk: _Reader, bus: Block | None, report: MapReport) -> dict:
         write_overhead_ms=ov(f"Write {w} over. after read"),
         write_after_write_overhead_ms=ov(f"Write {w} over. after write"),
         read_completion_ms=ov("Read completion overhead"),
+        per_request_overhead_ms=ov("Per-request overhead time"),
         write_completion_ms=ov("Write completion overhead"),
         bus_ns_per_sector=_ms_to_ns(max(bus_r, bulk)),
         bus_write_ns_per_sector=_ms_to_ns(max(bus_w, bulk)),
@@ -706,7 +707,7 @@ def _approximations(disk: _Reader, mech: _Reader, report: MapReport) -> None:
     """Keys that DiskSim would act on but this model treats more simply: say so."""
     for key, neutral in (("Percent error in rpms", 0),
                          ("Immediate buffer read", 0), ("Immediate buffer write", 0),
-                         ("Per-request overhead time", 0), ("Low (write) water mark", 0),
+                         ("Low (write) water mark", 0),
 
                          ("Read any free blocks", 0), ("Minimum read-ahead (blks)", 0)):
         r = mech if key == "Percent error in rpms" else disk

@@ -117,6 +117,7 @@ class DiskParams:
     write_overhead_ms: float = 0.0              # previous command was a read
     write_after_write_overhead_ms: float = 0.0
     read_completion_ms: float = 0.0     # after the last byte, before status
+    per_request_overhead_ms: float = 0.0    # before a request is looked at at all
     write_completion_ms: float = 0.0
     bus_ns_per_sector: int = 0          # host bus transfer time per sector (reads)
     bus_write_ns_per_sector: int | None = None  # for writes; None = bus_ns_per_sector
@@ -269,6 +270,7 @@ class DiskModel:
         self.params = params
         self.revolution_ns = params.revolution_ns
         self._serpentine = params.surface_order != "normal"
+        self._per_request_ns = int(round(params.per_request_overhead_ms * NS_PER_MS))
         self._zones: list[_ZoneInfo] = []
         next_lba = 0
         for z in params.zones:
@@ -588,15 +590,17 @@ class DiskModel:
             raise ValueError(f"op must be 'R' or 'W', got {op!r}")
         self._check_range(lba, sectors)
         start_ns = max(now_ns, self.busy_until_ns)
+        begin_ns = start_ns + self._per_request_ns      # DiskSim "Per-request overhead time"
         for seg in self._segments:
-            self._settle_stream(seg, start_ns)
+            self._settle_stream(seg, begin_ns)
         if op == "R":
-            res = self._read(start_ns, lba, sectors)
+            res = self._read(begin_ns, lba, sectors)
         else:
-            res = self._write(start_ns, lba, sectors)
+            res = self._write(begin_ns, lba, sectors)
         self.last_op = op
         self.busy_until_ns = res.done_ns
-        return AccessResult(res.done_ns, start_ns, start_ns - now_ns, res.overhead_ns,
+        return AccessResult(res.done_ns, start_ns, start_ns - now_ns,
+                            res.overhead_ns + self._per_request_ns,
                             res.seek_ns, res.rotation_ns, res.transfer_ns, res.cache_hit,
                             res.cylinder, res.head)
 
