@@ -689,6 +689,7 @@ def _cache(disk: _Reader) -> dict:
     return dict(
         cache_segments=segs if on else 0, cache_segment_sectors=seg_size,
         separate_write_segment=bool(disk.int("Use separate write segment", 0, lo=0, hi=1)),
+        read_hits_on_write_data=bool(disk.int("Allow read hits on write data", 1, lo=0, hi=1)),
         read_ahead=on and bool(disk.int("Buffer continuous read", 0, lo=0, hi=4)),
         read_ahead_mode={1: "track", 2: "cylinder", 4: "dec"}.get(
             disk.int("Buffer continuous read", 0, lo=0, hi=4), "segment"),

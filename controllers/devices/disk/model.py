@@ -140,6 +140,7 @@ class DiskParams:
     read_ahead_replaces_request: bool = False   # prefetch may push out the request's data
     read_ahead_on_hit: bool = True      # a full read hit restarts the prefetch
     separate_write_segment: bool = False  # one of cache_segments holds writes only
+    read_hits_on_write_data: bool = True  # a read may be served from written data
     # SCSI disconnect / reconnect (DiskSim disk.modspec).  A read miss
     # disconnects and reconnects when read_water of the request (or of the
     # segment) is in the buffer; zeros and a water mark of 0 mean "reconnect
@@ -547,7 +548,7 @@ class DiskModel:
 
     def _find_segment(self, lba: int) -> _Segment | None:
         for seg in self._segments:
-            if seg.start <= lba < seg.end:
+            if seg.start <= lba < seg.end and (self.params.read_hits_on_write_data or not seg.write):
                 return seg
         return None
 
