@@ -3,9 +3,12 @@
 After Ruemmler & Wilkes, "An introduction to disk drive modeling" (IEEE
 Computer 27(3), 1994) and the DiskSim 4.0 disk module (CMU PDL): a seek curve
 or extracted seek table, rotational position derived from virtual time,
-zoned recording with track/cylinder skew and per-cylinder spares, head
-switch, controller overheads, SCSI bus transfer and an on-board segmented
-cache with read-ahead.
+zoned recording with track/cylinder skew, DiskSim's sparing schemes (spare
+tracks, sectors per cylinder / track / range / zone, slips, defect remaps)
+and surface orders, head switch, write settle, controller overheads with
+SCSI disconnect/reconnect, bus transfer, and an on-board segmented cache
+with read-ahead and write-back.  Parameters normally come from a DiskSim
+4.0 file through ``controllers.devices.disk.disksim``.
 
 Virtual time is integer nanoseconds at the API.  The model keeps the head
 position, the cache segments and the prefetch stream between calls; it is
