@@ -694,7 +694,8 @@ def _cache(disk: _Reader) -> dict:
         read_ahead_mode={1: "track", 2: "cylinder", 4: "dec"}.get(
             disk.int("Buffer continuous read", 0, lo=0, hi=4), "segment"),
         read_ahead_max_sectors=disk.int("Maximum read-ahead (blks)", seg_size, lo=0),
-        read_ahead_replaces_request=disk.int("Read-ahead over requested", 0, lo=-1, hi=1) == 1,
+        request_data={0: "keep", 1: "replace", -1: "erase"}[
+            disk.int("Read-ahead over requested", 0, lo=-1, hi=1)],
         read_ahead_on_hit=bool(disk.int("Read-ahead on idle hit", 1, lo=0, hi=1)),
         write_cache=on and bool(disk.int("Fast write level", 0, lo=0, hi=2)))
 

@@ -140,7 +140,10 @@ class DiskParams:
     # segment already began on an earlier track (DEC's scheme).
     read_ahead_mode: str = "segment"
     write_cache: bool = False           # write-back: done when the data are in the buffer
-    read_ahead_replaces_request: bool = False   # prefetch may push out the request's data
+    # The request's own blocks once sent (DiskSim "Read-ahead over requested"
+    # 0, 1, -1): kept, so prefetch stops when the segment is full; replaced by
+    # prefetch as it goes on; or erased at once, the whole segment prefetching.
+    request_data: str = "keep"
     read_ahead_on_hit: bool = True      # a full read hit restarts the prefetch
     separate_write_segment: bool = False  # one of cache_segments holds writes only
     read_hits_on_write_data: bool = True  # a read may be served from written data
@@ -182,6 +185,9 @@ class DiskParams:
         if self.read_ahead_mode not in ("segment", "track", "cylinder", "dec"):
             raise ValueError(f"{self.name}: read_ahead_mode must be segment, track, cylinder or dec, "
                              f"got {self.read_ahead_mode!r}")
+        if self.request_data not in ("keep", "replace", "erase"):
+            raise ValueError(f"{self.name}: request_data must be keep, replace or erase, "
+                             f"got {self.request_data!r}")
         if self.spare_range_cyl <= 0:
             raise ValueError(f"{self.name}: spare_range_cyl must be > 0")
         prev_last = -1
@@ -627,7 +633,7 @@ class DiskModel:
         zi, c, h, _ = self._locate(lba)
         seg.last_use = self._uses
         if p.read_ahead:               # continuous read: blocks before the hit are freed
-            seg.start = lba
+            seg.start = lba + sectors if p.request_data == "erase" else lba
         bus_end = cmd_end + sectors * bus
         kind = "hit"
         if lba + sectors > seg.end:                      # rest comes from the media
@@ -644,6 +650,8 @@ class DiskModel:
             bus_end = max(bus_end, media_end + bus)
             seg.start = max(seg.start, lba + sectors - p.cache_segment_sectors)
             seg.end = lba + sectors
+            if p.request_data == "erase":
+                seg.start = seg.end
             self._start_read_ahead(seg, media_end)
         elif p.read_ahead_on_hit:
             self._start_read_ahead(seg, start_ns)
@@ -684,6 +692,8 @@ class DiskModel:
         if p.cache_segments:
             seg = self._claim_segment(lba, lba + sectors)
             seg.last_use = self._uses
+            if p.request_data == "erase" and p.read_ahead:
+                seg.start = seg.end            # sent, so gone: the whole segment prefetches
             self._start_read_ahead(seg, media_end)
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
@@ -767,7 +777,7 @@ class DiskModel:
                 limit += self._locate(seg.end)[0].zone.sectors_per_track
         else:
             limit = seg.end + ra_max
-        if not p.read_ahead_replaces_request:
+        if p.request_data == "keep":
             limit = min(limit, seg.start + p.cache_segment_sectors)
         if limit > seg.end:
             seg.stream_limit = limit
