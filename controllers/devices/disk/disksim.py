@@ -668,6 +668,7 @@ def _controller(disk: _Reader, bus: Block | None, report: MapReport) -> dict:
         disconnect_read_after_read_ms=ov("Read disconnect afterread"),
         disconnect_read_after_write_ms=ov("Read disconnect afterwrite"),
         disconnect_write_ms=ov("Write disconnect overhead"),
+        write_min_seek_ms=disk.num("Minimum seek delay", 0.0, lo=0),
         reselect_first_ms=ov("First reselect overhead"),
         reselect_other_ms=ov("Other reselect overhead"),
         data_prep_ms=ov("Data preparation overhead"))

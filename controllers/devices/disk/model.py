@@ -166,6 +166,7 @@ class DiskParams:
     extradisc_inter_ms: float = 0.0         # off the bus -> reconnection attempt
     extradisc_disconnect2_ms: float = 0.0   # after its data, instead of disconnect_write_ms
     disconnect_write_ms: float = 0.0    # a write leaving the bus after its data
+    write_min_seek_ms: float = 0.0      # least positioning time of a write ("Minimum seek delay")
     sector_bytes: int = 512
 
     def __post_init__(self):
@@ -295,6 +296,7 @@ class DiskModel:
         self.busy_until_ns = 0
         self.media_free_ns = 0              # a write-back in progress holds the media until then
         self._last_write_end = -1           # LBA after the last write (sequential writes)
+        self._prev_write_end = -1           # the same, before the current write
         self.last_op = "R"
         self._segments: list[_Segment] = []
         self._uses = 0
@@ -500,7 +502,8 @@ class DiskModel:
 
     # ---------------------------------------------------------------- media
     def _media_pass(self, lba: int, sectors: int, ready_ns: int, cyl: int, head: int,
-                    write: bool = False, until_ns: int | None = None, not_before_ns: int = 0):
+                    write: bool = False, until_ns: int | None = None, not_before_ns: int = 0,
+                    min_move_ns: int = 0):
         """Read/write `sectors` LBAs from `lba`; the head is at (cyl, head) and
         free at ready_ns.  Returns (first_sector_start_ns, end_ns, sectors_done,
         cyl, head).  With until_ns, stops at the last whole sector finished by
@@ -519,7 +522,10 @@ class DiskModel:
                     break
                 n -= 1
             span = max(n, self._locate(lba + done + n - 1)[3] - s + 1)   # physical sectors
-            t += self._move_ns(cyl, head, c, h, write)
+            move = self._move_ns(cyl, head, c, h, write)
+            if first_start is None:            # the first positioning takes at least this
+                move = max(move, min_move_ns)
+            t += move
             cyl, head = c, h
             t = max(t, not_before_ns)
             if until_ns is not None and t >= until_ns:
@@ -801,6 +807,7 @@ class DiskModel:
         # follows a write it does not append to
         extradisc = (p.extradisc_command_ms is not None and self.last_op == "W"
                      and lba != self._last_write_end)
+        self._prev_write_end = self._last_write_end
         self._last_write_end = lba + sectors
         if not extradisc:
             overhead = int(round(ms * NS_PER_MS))
@@ -817,10 +824,15 @@ class DiskModel:
         completion = int(round(p.write_completion_ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
         mech_start = max(arm_ns, self.media_free_ns)
-        seek = self._move_ns(self.cylinder, self.head, c, h, True)
+        # DiskSim "Minimum seek delay": a write that does not append to a
+        # write-back stream positions for at least this long
+        appending = p.write_cache and lba == self._prev_write_end
+        min_move = 0 if appending else int(round(p.write_min_seek_ms * NS_PER_MS))
+        seek = max(self._move_ns(self.cylinder, self.head, c, h, True), min_move)
         first, media_end, _, cyl, head = self._media_pass(
             lba, sectors, mech_start, self.cylinder, self.head, write=True,
-            not_before_ns=bus_start + bus)                 # first sector's data on board
+            not_before_ns=bus_start + bus,                 # first sector's data on board
+            min_move_ns=min_move)
         rotation = first - mech_start - seek
         bus_end = bus_start + sectors * bus
         media_end += self._write_stall_ns(first, bus_start, sectors, bus, zi.sector_ns)
