@@ -15,6 +15,8 @@ What they prove:
 - every drive in ../shared/data/disksim replays its own validation trace
   with a demerit <= 2x DiskSim's own figure (skipped when ../shared is
   absent), parameters taken from the drive's files only;
+- the controller timing the files describe: minimum seek delay, write-back,
+  read water mark, and a write whose media outrun the bus losing a turn;
 - ``emu disk replay --disk-spec`` works and reports errors in one line;
 - ``disk_model`` in a rack config runs end to end, is relative to the
   config file, and is exclusive with ``disk_preset``.
@@ -382,3 +384,44 @@ def test_emu_run_with_disk_model(tmp_path, capsys):
     busy = [{n: d["busy_pct"] for n, d in r["devices"]["disks"].items()} for r in (model, preset)]
     assert busy[0].keys() == busy[1].keys()
     assert busy[0] != busy[1]        # the ST41601N file, not the default HP 97560, timed the disks
+
+
+# ------------------------------------------------------------------ controller timing
+def _plain(**kw) -> DiskParams:
+    """One zone of 100 sectors per track at 6000 rpm: 10 ms per revolution, 0.1 ms per sector."""
+    return DiskParams(name="t", cylinders=50, surfaces=2, zones=((0, 49, 100),), rpm=6000,
+                      sparing="none", **kw)
+
+
+def test_minimum_seek_delay_holds_back_a_write_that_needs_no_seek():
+    quick = DiskModel(_plain()).access(0, "W", 0, 1)
+    held = DiskModel(_plain(write_min_seek_ms=3.0)).access(0, "W", 0, 1)
+    assert quick.seek_ns == 0 and held.seek_ns == 3 * NS_PER_MS
+    # sector 0 is under the head at once; held back 3 ms, the write waits for it to come round
+    assert held.done_ns - quick.done_ns == 10 * NS_PER_MS
+
+
+def test_write_back_answers_after_the_bus_and_holds_the_media():
+    disk = DiskModel(_plain(cache_segments=2, cache_segment_sectors=64, write_cache=True,
+                            write_overhead_ms=0.5, bus_ns_per_sector=20_000))
+    w = disk.access(0, "W", 4_000, 8)
+    assert w.done_ns == int(0.5 * NS_PER_MS) + 8 * 20_000      # overhead + bus, no mechanics
+    media_done_ns = disk.media_free_ns
+    assert media_done_ns > w.done_ns                            # the media write goes on after
+    r = disk.access(w.done_ns, "R", 0, 1)
+    assert r.overhead_ns >= media_done_ns - w.done_ns           # the read waited for it
+
+
+def test_read_water_mark_delays_the_reconnection():
+    args = dict(bus_ns_per_sector=200_000, cache_segments=1, cache_segment_sectors=64)
+    early = DiskModel(_plain(**args)).access(0, "R", 500, 40)
+    late = DiskModel(_plain(read_water=0.75, **args)).access(0, "R", 500, 40)
+    # the bus waits for 30 sectors (0.1 ms each) instead of 1 before it starts
+    assert late.done_ns - early.done_ns == pytest.approx(29 * 100_000, abs=2_000)
+
+
+def test_write_faster_media_than_bus_loses_revolutions():
+    fast_bus = DiskModel(_plain(bus_ns_per_sector=50_000)).access(0, "W", 1002, 50)
+    slow_bus = DiskModel(_plain(bus_ns_per_sector=150_000)).access(0, "W", 1002, 50)
+    # 50 sectors need 7.5 ms of bus but 5 ms of media: the head outruns the data
+    assert slow_bus.done_ns - fast_bus.done_ns >= 10 * NS_PER_MS       # at least one revolution
