@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pair")
     t.add_argument("--steps")
     sub.add_parser("check", help="consistency of LDEV images against a write log", add_help=False)
-    sub.add_parser("disk", help="disk tools: emu disk replay --disk PRESET TRACE", add_help=False)
+    sub.add_parser("disk", help="disk tools: emu disk replay --disk PRESET|--disk-spec FILE TRACE",
+                   add_help=False)
     sub.add_parser("sweep", help="crash-point sweep", add_help=False)
     sub.add_parser("campaign", help="fault campaign", add_help=False)
     i = sub.add_parser("info", help="a device's parameters")
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             from controllers.operator.disk_replay import main as replay
             return replay(argv[2:])
         if argv[:1] == ["disk"]:
-            raise Usage("usage: emu disk replay --disk PRESET TRACE [--out FILE]")
+            raise Usage("usage: emu disk replay (--disk PRESET | --disk-spec FILE) TRACE "
+                        "[--out FILE] [--verbose]")
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except Usage as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from controllers.devices.registry import class_path
 from emu import units
@@ -40,7 +41,8 @@ SITE_DEFAULTS = {
     "spares": 1,                # patent 0047 counts spares as save area
     "ldevs": 4,
     "ldev_size": "1MiB",
-    "disk_preset": "hp97560",   # Ruemmler & Wilkes 1994
+    "disk_preset": "hp97560",   # Ruemmler & Wilkes 1994 (configs/disks/hp97560.parv)
+    "disk_model": None,         # or a DiskSim 4.0 .parv/.diskspecs, relative to the config file
 }
 DKC_DEFAULTS = {
     "clock": "400MHz",          # order of a late-1990s DKC microprocessor (assumption, stated)
@@ -83,7 +85,6 @@ def _raid(value, key, path) -> int:
 
 def site_layout(name: str, raw: dict, path: str, prefix: str) -> dict:
     """Disks, groups, LDEV sizes and the media size per disk of one site."""
-    from controllers.devices.disk.model import PRESETS
     s = {**SITE_DEFAULTS, **raw}
     track_bytes = _conv(units.size_bytes, s["track_size"], prefix + "track_size", path)
     if track_bytes % 4096 or not 4096 <= track_bytes <= (1 << 20):
@@ -95,8 +96,7 @@ def site_layout(name: str, raw: dict, path: str, prefix: str) -> dict:
     ldev_bytes = _conv(units.size_bytes, s["ldev_size"], prefix + "ldev_size", path)
     if ldev_bytes % track_bytes or ldev_bytes <= 0:
         raise ConfigError(f"LDEV size must be a whole number of tracks ({track_bytes} B)", prefix + "ldev_size", path)
-    if not isinstance(s["disk_preset"], str) or s["disk_preset"] not in PRESETS:
-        raise ConfigError(f"unknown disk preset (known: {', '.join(sorted(PRESETS))})", prefix + "disk_preset", path)
+    disk_preset, disk_model = _disk(raw, s, path, prefix)
     ldev_tracks = ldev_bytes // track_bytes
     per_group = math.ceil(n_ldevs / groups)
     tracks_per_disk = math.ceil(per_group * ldev_tracks / n_data)
@@ -109,8 +109,34 @@ def site_layout(name: str, raw: dict, path: str, prefix: str) -> dict:
     ldevs = [{"ldev": i, "tracks": ldev_tracks, "group": i // per_group} for i in range(n_ldevs)]
     return {"name": name, "track_bytes": track_bytes, "n_data": n_data, "groups": groups,
             "spares": spares, "tracks_per_disk": tracks_per_disk, "n_disks": n_disks,
-            "ldevs": ldevs, "disk_preset": s["disk_preset"],
+            "ldevs": ldevs, "disk_preset": disk_preset, "disk_model": disk_model,
             "disks": [f"{name}.disk{i}" for i in range(n_disks)]}
+
+
+def _disk(raw: dict, s: dict, path: str, prefix: str) -> tuple[str, str]:
+    """(preset, model path) of a site's disks: a preset name, or a DiskSim
+    file (absolute path, checked by loading it).  Giving both is an error."""
+    from controllers.devices.disk.disksim import SpecError, load
+    from controllers.devices.disk.model import PRESETS
+    model = s.get("disk_model")
+    if model is None:
+        if not isinstance(s["disk_preset"], str) or s["disk_preset"] not in PRESETS:
+            raise ConfigError(f"unknown disk preset (known: {', '.join(sorted(PRESETS))})",
+                              prefix + "disk_preset", path)
+        return s["disk_preset"], ""
+    if "disk_preset" in raw:
+        raise ConfigError("give disk_preset or disk_model, not both", prefix + "disk_model", path)
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"expected the path of a DiskSim .parv or .diskspecs file, got {model!r}",
+                          prefix + "disk_model", path)
+    target = (Path(path).parent / model).resolve()
+    if not target.is_file():
+        raise ConfigError(f"no such file {target}", prefix + "disk_model", path)
+    try:
+        load(target)
+    except SpecError as exc:
+        raise ConfigError(str(exc), prefix + "disk_model", path) from None
+    return "", str(target)
 
 
 @dataclass(frozen=True)
@@ -303,7 +329,8 @@ def _site_actors(name, st, dkc, rec, pairs, peers, host_index, actors, lks, regi
         regions.append(RegionSpec(f"{d}.media", media_bytes))
         role = "spare" if int(d.rsplit("disk", 1)[1]) >= st["groups"] * (st["n_data"] + 1) else "member"
         actors.append(ActorSpec(d, class_path("disk"), {
-            "preset": st["disk_preset"], "role": role, "dkc": f"{name}.dkc"}, [f"{d}.media"]))
+            "preset": st["disk_preset"] or "hp97560", "model": st["disk_model"],
+            "role": role, "dkc": f"{name}.dkc"}, [f"{d}.media"]))
         lks.append(LinkSpec(f"{name}.dkc", d, dkc["bus_latency_ns"]))
     regions.append(RegionSpec(f"{name}.dkc.nvm", NVM_BYTES))
     regions.append(RegionSpec(f"{name}.dkc.cache", max(1, dkc["cache_tracks"]) * st["track_bytes"]))

@@ -177,7 +177,9 @@ def test_access_rejects_bad_arguments(args, msg):
 
 def test_params_validated():
     with pytest.raises(ValueError, match="zones"):
-        DiskParams(name="bad", cylinders=10, surfaces=2, zones=((0, 5, 10),), rpm=5400)
+        DiskParams(name="bad", cylinders=10, surfaces=2, zones=((0, 10, 10),), rpm=5400)
+    with pytest.raises(ValueError, match="zones"):     # overlapping (gaps are spare cylinders)
+        DiskParams(name="bad", cylinders=10, surfaces=2, zones=((0, 5, 10), (5, 9, 8)), rpm=5400)
     with pytest.raises(ValueError, match="rpm"):
         DiskParams(name="bad", cylinders=10, surfaces=2, zones=((0, 9, 10),), rpm=0)
 

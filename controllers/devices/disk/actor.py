@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 
+from controllers.devices.disk.disksim import load as load_spec
 from controllers.devices.disk.model import PRESETS, DiskModel
 from emu.actor import Actor
 from emu.params import Param
@@ -24,13 +25,15 @@ class SmallDisk(Actor):
     DOC = "A small disk of a RAID5 group, or a spare (role='spare'): save area and rebuild target."
     PARAMS = {
         "preset": Param("choice", "hp97560", "mechanical preset", choices=tuple(sorted(PRESETS))),
+        "model": Param("str", "", "DiskSim 4.0 .parv/.diskspecs file (absolute path); overrides preset"),
         "role": Param("choice", "member", "member of a parity group, or spare", choices=("member", "spare")),
         "dkc": Param("str", doc="the DKC actor this disk answers to"),
     }
     PORTS = ("dkc",)
 
     def on_start(self):
-        self.model = DiskModel(PRESETS[self.params["preset"]])
+        spec = self.params["model"]
+        self.model = DiskModel(load_spec(spec) if spec else PRESETS[self.params["preset"]])
         self.failed = False
         self.busy_ns = 0
         self.ios = 0

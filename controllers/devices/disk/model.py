@@ -3,9 +3,12 @@
 After Ruemmler & Wilkes, "An introduction to disk drive modeling" (IEEE
 Computer 27(3), 1994) and the DiskSim 4.0 disk module (CMU PDL): a seek curve
 or extracted seek table, rotational position derived from virtual time,
-zoned recording with track/cylinder skew and per-cylinder spares, head
-switch, controller overheads, SCSI bus transfer and an on-board segmented
-cache with read-ahead.
+zoned recording with track/cylinder skew, DiskSim's sparing schemes (spare
+tracks, sectors per cylinder / track / range / zone, slips, defect remaps)
+and surface orders, head switch, write settle, controller overheads with
+SCSI disconnect/reconnect, bus transfer, and an on-board segmented cache
+with read-ahead and write-back.  Parameters normally come from a DiskSim
+4.0 file through ``controllers.devices.disk.disksim``.
 
 Virtual time is integer nanoseconds at the API.  The model keeps the head
 position, the cache segments and the prefetch stream between calls; it is
@@ -22,9 +25,28 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 NS_PER_MS = 1_000_000
+
+
+SPARING_SCHEMES = ("none", "track", "sectpercyl", "sectpercyl_sliptoend", "sectatend",
+                   "sectpertrack", "range", "zone")
+"""How spare sectors are laid out (DiskSim diskmodel/layout_g1.h "Sparing scheme
+used" 0, 1, 2, 4, 7, 3, 8, 9): none; spare *tracks* at the end of each zone
+(slips and defects are track numbers); N spare sectors at the end of each
+cylinder (a slip uses one of its cylinder's spares, or, "sliptoend", pushes
+every later LBN of the zone on by one; "sectatend" is the latter with the
+spares at the end of the disk), of each track, of each range of
+`spare_range_cyl` cylinders, or of each zone (slips and defects are
+zone-relative physical sector numbers)."""
+
+SURFACE_ORDERS = ("normal", "serpentine-zone", "serpentine-even")
+"""Order of the surfaces within a cylinder (DiskSim "LBN-to-PBN mapping scheme"
+0, 1, 2): always 0..N-1; or reversed on odd cylinders counted from the zone
+start / from cylinder 0, so a cylinder switch stays on the same surface."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +59,16 @@ class Zone:
         default (DiskParams.track_skew / cyl_skew).
     first_sector_offset: angular position (in sectors) of the zone's first
         logical block on its first track ("Offset of first block" in DiskSim).
-    slips: zone-relative physical sector numbers (cyl_in_zone * surfaces *
-        spt + head * spt + sector) skipped by slipping; each consumes one of
-        the cylinder's spares (DiskSim sectors-per-cylinder sparing).
+    slips: slipped (skipped) locations, in the unit of the disk's sparing
+        scheme: zone-relative physical sector numbers (cyl_in_zone * surfaces
+        * spt + head * spt + sector), or zone-relative track numbers with
+        track sparing.  Each consumes a spare.
+    spares: spare sectors (or tracks) per cylinder / track / range / zone,
+        per the sparing scheme; None uses DiskParams.spares_per_cyl.
+    deadspace_sectors: blocks at the zone front that hold no LBN ("Empty
+        space at zone front").
+    defects: ((defective, replacement), ...) remapped locations, same unit as
+        slips; a pair with both equal is not remapped (as DiskSim).
     """
 
     first_cyl: int
@@ -49,6 +78,9 @@ class Zone:
     cyl_skew: int | None = None
     first_sector_offset: int = 0
     slips: tuple[int, ...] = ()
+    spares: int | None = None
+    deadspace_sectors: int = 0
+    defects: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -75,23 +107,66 @@ class DiskParams:
     # cylinders-1 it is a full extracted table (DiskSim "extracted" seeks);
     # otherwise it overrides the curve for short distances only.
     seek_table_ms: tuple = ()
+    # Beyond the table's last distance: extend its last segment (DiskSim
+    # "extracted" seeks) instead of falling back to the curve.
+    seek_table_extrapolate: bool = False
     head_switch_ms: float = 0.0         # same cylinder, other surface
     write_settle_ms: float = 0.0        # extra settle before writing after a move
     # Controller (command-processing) overheads, ms, before any mechanical work.
-    read_miss_overhead_ms: float = 0.0
+    read_miss_overhead_ms: float = 0.0          # previous command was a read
+    read_miss_after_write_overhead_ms: float | None = None   # None = read_miss_overhead_ms
     read_hit_overhead_ms: float = 0.0           # previous command was a read
     read_hit_after_write_overhead_ms: float = 0.0
     write_overhead_ms: float = 0.0              # previous command was a read
     write_after_write_overhead_ms: float = 0.0
     read_completion_ms: float = 0.0     # after the last byte, before status
+    per_request_overhead_ms: float = 0.0    # before a request is looked at at all
     write_completion_ms: float = 0.0
-    bus_ns_per_sector: int = 0          # host bus transfer time per sector
+    bus_ns_per_sector: int = 0          # host bus transfer time per sector (reads)
+    bus_write_ns_per_sector: int | None = None  # for writes; None = bus_ns_per_sector
     track_skew: int = 0                 # sectors (default for zones)
     cyl_skew: int = 0                   # sectors (default for zones)
-    spares_per_cyl: int = 0             # spare sectors at the end of each cylinder
+    spares_per_cyl: int = 0             # default Zone.spares
+    sparing: str = "sectpercyl"         # one of SPARING_SCHEMES
+    spare_range_cyl: int = 1            # cylinders per spare range ("range" sparing)
+    surface_order: str = "normal"       # one of SURFACE_ORDERS
     cache_segments: int = 0             # 0 = no on-board cache
     cache_segment_sectors: int = 0
     read_ahead: bool = False            # keep reading after a read miss while idle
+    read_ahead_max_sectors: int | None = None   # beyond the last request; None = segment
+    # How far prefetch goes (DiskSim "Buffer continuous read" 3, 1, 2, 4): until
+    # the segment (or read_ahead_max) is full; to the end of the request's
+    # track; of its cylinder; or the next block's track plus one more when the
+    # segment already began on an earlier track (DEC's scheme).
+    read_ahead_mode: str = "segment"
+    write_cache: bool = False           # write-back: done when the data are in the buffer
+    # The request's own blocks once sent (DiskSim "Read-ahead over requested"
+    # 0, 1, -1): kept, so prefetch stops when the segment is full; replaced by
+    # prefetch as it goes on; or erased at once, the whole segment prefetching.
+    request_data: str = "keep"
+    read_ahead_on_hit: bool = True      # a full read hit restarts the prefetch
+    separate_write_segment: bool = False  # one of cache_segments holds writes only
+    read_hits_on_write_data: bool = True  # a read may be served from written data
+    # SCSI disconnect / reconnect (DiskSim disk.modspec).  A read miss
+    # disconnects and reconnects when read_water of the request (or of the
+    # segment) is in the buffer; zeros and a water mark of 0 mean "reconnect
+    # after the first sector", i.e. the plain model.
+    read_water: float = 0.0             # fraction; "High (read) water mark"
+    water_by_request: bool = True       # fraction of the request, else of the segment
+    disconnect_read_after_read_ms: float = 0.0
+    disconnect_read_after_write_ms: float = 0.0
+    reselect_first_ms: float = 0.0      # first reconnection of a request
+    reselect_other_ms: float = 0.0      # later reconnections
+    data_prep_ms: float = 0.0           # before any data goes on the bus
+    # A write that disconnects before taking any data ("Extra write disconnect"):
+    # its command overhead replaces write_overhead_ms.  None = not done.
+    extradisc_command_ms: float | None = None
+    extradisc_seek_delta_ms: float = 0.0    # command end -> arm may move
+    extradisc_disconnect_ms: float = 0.0    # command end -> off the bus
+    extradisc_inter_ms: float = 0.0         # off the bus -> reconnection attempt
+    extradisc_disconnect2_ms: float = 0.0   # after its data, instead of disconnect_write_ms
+    disconnect_write_ms: float = 0.0    # a write leaving the bus after its data
+    write_min_seek_ms: float = 0.0      # least positioning time of a write ("Minimum seek delay")
     sector_bytes: int = 512
 
     def __post_init__(self):
@@ -102,17 +177,28 @@ class DiskParams:
         zones = tuple(z if isinstance(z, Zone) else Zone(*z) for z in self.zones)
         if not zones:
             raise ValueError(f"{self.name}: at least one zone is required")
-        expect = 0
-        for z in zones:
-            if z.first_cyl != expect or z.last_cyl < z.first_cyl:
-                raise ValueError(f"{self.name}: zones must tile cylinders 0..{self.cylinders - 1}"
-                                 f" in order; bad zone {z}")
+        if self.sparing not in SPARING_SCHEMES:
+            raise ValueError(f"{self.name}: sparing must be one of {', '.join(SPARING_SCHEMES)}, "
+                             f"got {self.sparing!r}")
+        if self.surface_order not in SURFACE_ORDERS:
+            raise ValueError(f"{self.name}: surface_order must be one of {', '.join(SURFACE_ORDERS)}, "
+                             f"got {self.surface_order!r}")
+        if self.read_ahead_mode not in ("segment", "track", "cylinder", "dec"):
+            raise ValueError(f"{self.name}: read_ahead_mode must be segment, track, cylinder or dec, "
+                             f"got {self.read_ahead_mode!r}")
+        if self.request_data not in ("keep", "replace", "erase"):
+            raise ValueError(f"{self.name}: request_data must be keep, replace or erase, "
+                             f"got {self.request_data!r}")
+        if self.spare_range_cyl <= 0:
+            raise ValueError(f"{self.name}: spare_range_cyl must be > 0")
+        prev_last = -1
+        for z in zones:                 # ascending, disjoint; gaps are unused (spare) cylinders
+            if z.first_cyl <= prev_last or z.last_cyl < z.first_cyl or z.last_cyl >= self.cylinders:
+                raise ValueError(f"{self.name}: zones must be ascending, disjoint and within "
+                                 f"cylinders 0..{self.cylinders - 1}; bad zone {z}")
             if z.sectors_per_track <= 0:
                 raise ValueError(f"{self.name}: zone {z} has no sectors")
-            expect = z.last_cyl + 1
-        if expect != self.cylinders:
-            raise ValueError(f"{self.name}: zones end at cylinder {expect - 1}, "
-                             f"disk has {self.cylinders}")
+            prev_last = z.last_cyl
         object.__setattr__(self, "zones", zones)
         table = tuple((int(d), float(ms)) for d, ms in self.seek_table_ms)
         if any(b[0] <= a[0] for a, b in zip(table, table[1:])) or any(d <= 0 for d, _ in table):
@@ -162,23 +248,28 @@ class _Segment:
     stream_lba: int = 0
     stream_cyl: int = 0
     stream_head: int = 0
+    stream_limit: int = 0
+    write: bool = False          # the separate write segment's data
     was_streaming: bool = False
     last_use: int = 0
 
 
 @dataclass(frozen=True)
 class _ZoneInfo:
-    """A zone with its first LBA, usable blocks per cylinder, effective skews,
-    sector time and slips indexed by zone-relative cylinder."""
+    """A zone with its first LBA, block count, effective skews, sector time,
+    spares, sorted slips and remapped defects (DiskSim layout_g1 band)."""
 
     zone: Zone
     first_lba: int
-    lbas_per_cyl: int
+    blocks: int
     track_skew: int
     cyl_skew: int
     sector_ns: float
+    spares: int
+    slips: tuple = ()                 # sorted
+    defects: dict = field(default_factory=dict)   # defective -> replacement
     slips_by_cyl: dict = field(default_factory=dict)
-    slips_before_cyl: tuple = ()
+    slips_before_cyl: tuple = ()      # sector schemes: slips before each cylinder
 
 
 class DiskModel:
@@ -189,56 +280,157 @@ class DiskModel:
             raise ValueError(f"expected DiskParams, got {type(params).__name__}")
         self.params = params
         self.revolution_ns = params.revolution_ns
+        self._serpentine = params.surface_order != "normal"
+        self._per_request_ns = int(round(params.per_request_overhead_ms * NS_PER_MS))
         self._zones: list[_ZoneInfo] = []
         next_lba = 0
         for z in params.zones:
             zi = self._zone_info(z, next_lba)
             self._zones.append(zi)
-            next_lba += (z.last_cyl - z.first_cyl + 1) * zi.lbas_per_cyl
+            next_lba += zi.blocks
         self._zone_first_lba = [zi.first_lba for zi in self._zones]
         self.lba_count = next_lba           # addressable 512-byte blocks
         self._seek_ns = [self._seek_ns_uncached(d) for d in range(params.cylinders)]
         self.cylinder = 0
         self.head = 0
         self.busy_until_ns = 0
+        self.media_free_ns = 0              # a write-back in progress holds the media until then
+        self._last_write_end = -1           # LBA after the last write (sequential writes)
+        self._prev_write_end = -1           # the same, before the current write
         self.last_op = "R"
         self._segments: list[_Segment] = []
         self._uses = 0
 
     # ---------------------------------------------------------------- geometry
     def _zone_info(self, z: Zone, first_lba: int) -> _ZoneInfo:
-        """Precompute one zone's LBA range, skews, sector time and slips."""
+        """Precompute one zone's LBA count, skews, sector time and slips
+        (blocks per band as DiskSim layout_g1_load.c compute_blksinband)."""
         p = self.params
-        spt = z.sectors_per_track
-        per_cyl = p.surfaces * spt - p.spares_per_cyl
-        if per_cyl <= 0:
-            raise ValueError(f"{p.name}: zone {z} has no usable sectors per cylinder")
+        spt, surf = z.sectors_per_track, p.surfaces
         ncyl = z.last_cyl - z.first_cyl + 1
+        spares = p.spares_per_cyl if z.spares is None else z.spares
+        blocks = ncyl * surf * spt - z.deadspace_sectors
+        scheme = p.sparing
+        if scheme == "track":
+            blocks -= spares * spt
+            if len(z.slips) + len(z.defects) > spares:
+                raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl}: slips and defects "
+                                 f"outnumber its {spares} spare tracks")
+        elif scheme == "sectpertrack":
+            blocks -= spares * ncyl * surf
+        elif scheme == "sectpercyl":
+            blocks -= spares * ncyl
+        elif scheme in ("sectpercyl_sliptoend", "sectatend"):
+            blocks -= spares * ncyl + len(z.slips)
+        elif scheme == "range":
+            blocks -= spares * (ncyl // p.spare_range_cyl)
+        elif scheme == "zone":
+            blocks -= spares
+        if blocks <= 0 or (scheme.startswith("sect") and surf * spt <= spares):
+            raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} has no usable sectors")
+        slips = tuple(sorted(z.slips))
         by_cyl: dict[int, list[int]] = {}
-        for s in sorted(z.slips):
-            c, phys = divmod(s, p.surfaces * spt)
+        for sl in slips:
+            c, phys = divmod(sl, surf * spt)
             by_cyl.setdefault(c, []).append(phys)
-        for c, lst in by_cyl.items():
-            if len(lst) > p.spares_per_cyl:
-                raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
-                                 f"has more slips than spares")
-        slips_sorted = sorted(z.slips)
-        before = tuple(bisect.bisect_left(slips_sorted, c * p.surfaces * spt) for c in range(ncyl))
-        return _ZoneInfo(z, first_lba, per_cyl,
+        if scheme == "sectpercyl":
+            for c, lst in by_cyl.items():
+                if len(lst) > spares:
+                    raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
+                                     f"has more slips than spares")
+        before = tuple(bisect.bisect_left(slips, c * surf * spt) for c in range(ncyl))
+        defects = {d: r for d, r in z.defects if d != r}
+        if scheme in ("sectpercyl_sliptoend", "sectatend"):   # slips in usable-sector numbers
+            per = surf * spt - spares
+            usable = sorted(c * per + ph for c, lst in by_cyl.items() for ph in lst if ph < per)
+            by_cyl = {-1: usable}
+        return _ZoneInfo(z, first_lba, blocks,
                          p.track_skew if z.track_skew is None else z.track_skew,
                          p.cyl_skew if z.cyl_skew is None else z.cyl_skew,
-                         self.revolution_ns / spt, by_cyl, before)
+                         self.revolution_ns / spt, spares, slips, defects, by_cyl, before)
 
     def _locate(self, lba: int):
-        """lba -> (zone info, cylinder, head, sector) — physical position."""
+        """lba -> (zone info, cylinder, head, sector) — physical position, as
+        DiskSim layout_g1.c g1_ltop_* for the disk's sparing scheme, then the
+        surface order (g1_surfno_on_cyl)."""
+        zi, cyl, head, sector = self._locate_normal(lba)
+        if self._serpentine and self._reversed(zi, cyl):
+            head = self.params.surfaces - 1 - head
+        return zi, cyl, head, sector
+
+    def _reversed(self, zi: _ZoneInfo, cyl: int) -> bool:
+        """Is the surface order reversed on this cylinder?"""
+        if self.params.surface_order == "serpentine-zone":
+            return (cyl - zi.zone.first_cyl) % 2 == 1
+        return self.params.surface_order == "serpentine-even" and cyl % 2 == 1
+
+    def _locate_normal(self, lba: int):
+        """_locate before the surface order is applied."""
         zi = self._zones[bisect.bisect_right(self._zone_first_lba, lba) - 1]
-        spt = zi.zone.sectors_per_track
-        cyl_rel, phys = divmod(lba - zi.first_lba, zi.lbas_per_cyl)
-        for s in zi.slips_by_cyl.get(cyl_rel, ()):
-            if s <= phys:
-                phys += 1
-        head, sector = divmod(phys, spt)
-        return zi, zi.zone.first_cyl + cyl_rel, head, sector
+        z = zi.zone
+        spt = z.sectors_per_track
+        surf = self.params.surfaces
+        rel = lba - zi.first_lba + z.deadspace_sectors
+        scheme = self.params.sparing
+        if scheme == "sectpercyl":
+            cyl_rel, phys = divmod(rel, surf * spt - zi.spares)
+            for s in zi.slips_by_cyl.get(cyl_rel, ()):
+                if s <= phys:
+                    phys += 1
+            if zi.defects:
+                cyl_rel, phys = divmod(zi.defects.get(cyl_rel * surf * spt + phys,
+                                                      cyl_rel * surf * spt + phys), surf * spt)
+            head, sector = divmod(phys, spt)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme in ("sectpercyl_sliptoend", "sectatend"):
+            per = surf * spt - zi.spares
+            u = rel
+            for s in zi.slips_by_cyl[-1]:
+                if s <= u:
+                    u += 1
+            cyl_rel, w = divmod(u, per)
+            phys = zi.defects.get(cyl_rel * surf * spt + w, cyl_rel * surf * spt + w)
+            cyl_rel, rest = divmod(phys, surf * spt)
+            head, sector = divmod(rest, spt)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "track":
+            track, sector = divmod(rel, spt)
+            for s in zi.slips:
+                if s <= track:
+                    track += 1
+            track = zi.defects.get(track, track)
+            cyl_rel, head = divmod(track, surf)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "none":
+            track, sector = divmod(rel, spt)
+            cyl_rel, head = divmod(track, surf)
+            return zi, z.first_cyl + cyl_rel, head, sector
+        if scheme == "sectpertrack":
+            track, sector = divmod(rel, spt - zi.spares)
+            first = track * spt
+            for s in zi.slips:
+                if first <= s <= first + sector:
+                    sector += 1
+            phys = zi.defects.get(first + sector, first + sector)
+        elif scheme == "range":
+            per_range = surf * spt * self.params.spare_range_cyl
+            rng, off = divmod(rel, per_range - zi.spares)
+            first = rng * per_range
+            n = 0
+            for s in zi.slips:
+                if first <= s <= first + off + n:
+                    n += 1
+            off += n
+            phys = first + (zi.defects.get(first + off, first + off) % per_range)
+        else:                                   # "zone": spares at the zone's end
+            n = 0
+            for s in zi.slips:
+                if s <= rel + n:
+                    n += 1
+            phys = zi.defects.get(rel + n, rel + n)
+        cyl_rel, rest = divmod(phys, surf * spt)
+        head, sector = divmod(rest, spt)
+        return zi, z.first_cyl + cyl_rel, head, sector
 
     def geometry(self, lba: int) -> tuple[int, int, int]:
         """LBA -> (cylinder, head, sector) through zones, spares and slips."""
@@ -250,13 +442,21 @@ class DiskModel:
         """Time within a revolution (0..rev) at which `sector` starts under the head.
 
         Angle in sectors = first-block offset + skew per track switch and per
-        cylinder switch since the zone start + slips before this cylinder +
-        sector (as DiskSim layout_g1)."""
+        cylinder switch since the zone start + sector; the per-cylinder and
+        per-track sparing schemes also push the angle on by the slips before
+        this cylinder (track) (as DiskSim layout_g1.c g1_map_pbn_skew)."""
         spt = zi.zone.sectors_per_track
         c = cyl - zi.zone.first_cyl
+        if self._serpentine and self._reversed(zi, cyl):      # back to logical surface order
+            head = self.params.surfaces - 1 - head
         pos = (zi.zone.first_sector_offset + (head + (self.params.surfaces - 1) * c) * zi.track_skew
-               + c * zi.cyl_skew + zi.slips_before_cyl[c] + sector) % spt
-        return pos * zi.sector_ns
+               + c * zi.cyl_skew + sector)
+        scheme = self.params.sparing
+        if scheme in ("sectpercyl", "sectpercyl_sliptoend"):
+            pos += zi.slips_before_cyl[c]
+        elif scheme == "sectpertrack":
+            pos += bisect.bisect_left(zi.slips, (c * self.params.surfaces + head) * spt)
+        return (pos % spt) * zi.sector_ns
 
     def _rotation_wait_ns(self, t_ns: int, phase_ns: float) -> int:
         """Wait from t until the angle `phase_ns` (0..rev) is under the head."""
@@ -272,7 +472,7 @@ class DiskModel:
         if distance == 0:
             return 0
         table = p.seek_table_ms
-        if table and distance <= table[-1][0]:
+        if table and (distance <= table[-1][0] or (p.seek_table_extrapolate and len(table) > 1)):
             ms = _interp_table(table, distance)
         elif p.seek_boundary_cyl and distance < p.seek_boundary_cyl:
             ms = p.seek_a_ms + p.seek_b_ms * math.sqrt(distance)
@@ -302,7 +502,8 @@ class DiskModel:
 
     # ---------------------------------------------------------------- media
     def _media_pass(self, lba: int, sectors: int, ready_ns: int, cyl: int, head: int,
-                    write: bool = False, until_ns: int | None = None, not_before_ns: int = 0):
+                    write: bool = False, until_ns: int | None = None, not_before_ns: int = 0,
+                    min_move_ns: int = 0):
         """Read/write `sectors` LBAs from `lba`; the head is at (cyl, head) and
         free at ready_ns.  Returns (first_sector_start_ns, end_ns, sectors_done,
         cyl, head).  With until_ns, stops at the last whole sector finished by
@@ -320,8 +521,11 @@ class DiskModel:
                 if c2 == c and h2 == h:
                     break
                 n -= 1
-            span = self._locate(lba + done + n - 1)[3] - s + 1   # physical sectors
-            t += self._move_ns(cyl, head, c, h, write)
+            span = max(n, self._locate(lba + done + n - 1)[3] - s + 1)   # physical sectors
+            move = self._move_ns(cyl, head, c, h, write)
+            if first_start is None:            # the first positioning takes at least this
+                move = max(move, min_move_ns)
+            t += move
             cyl, head = c, h
             t = max(t, not_before_ns)
             if until_ns is not None and t >= until_ns:
@@ -345,12 +549,13 @@ class DiskModel:
         seg.was_streaming = seg.streaming
         if not seg.streaming:
             return
-        room = min(seg.start + self.params.cache_segment_sectors, self.lba_count) - seg.stream_lba
+        room = min(seg.stream_limit, self.lba_count) - seg.stream_lba
         if room > 0:
             _, _, got, cyl, head = self._media_pass(seg.stream_lba, room, seg.stream_ready_ns,
                                                     seg.stream_cyl, seg.stream_head,
                                                     until_ns=now_ns)
             seg.end = seg.stream_lba + got
+            seg.start = max(seg.start, seg.end - self.params.cache_segment_sectors)
             self.cylinder, self.head = cyl, head
             if got >= room:
                 seg.was_streaming = False  # segment filled: the stream had stopped
@@ -358,19 +563,25 @@ class DiskModel:
 
     def _find_segment(self, lba: int) -> _Segment | None:
         for seg in self._segments:
-            if seg.start <= lba < seg.end:
+            if seg.start <= lba < seg.end and (self.params.read_hits_on_write_data or not seg.write):
                 return seg
         return None
 
-    def _claim_segment(self, start: int, end: int) -> _Segment:
-        """Reuse the least recently used segment (or a new one) for [start, end)."""
+    def _claim_segment(self, start: int, end: int, write: bool = False) -> _Segment:
+        """Reuse the least recently used segment (or a new one) for [start, end).
+        With a separate write segment, writes use it and reads the others."""
         p = self.params
         start = max(start, end - p.cache_segment_sectors)
         self._segments = [s for s in self._segments      # drop stale overlapping copies
                           if not (s.start < end and start < s.end)]
-        if len(self._segments) >= p.cache_segments:
-            self._segments.remove(min(self._segments, key=lambda s: s.last_use))
-        seg = _Segment(start, end)
+        if p.separate_write_segment and p.cache_segments > 1:
+            pool = [s for s in self._segments if s.write == write]
+            cap = 1 if write else p.cache_segments - 1
+        else:
+            pool, cap = self._segments, p.cache_segments
+        if len(pool) >= cap:
+            self._segments.remove(min(pool, key=lambda s: s.last_use))
+        seg = _Segment(start, end, write=write)
         self._segments.append(seg)
         return seg
 
@@ -395,15 +606,17 @@ class DiskModel:
             raise ValueError(f"op must be 'R' or 'W', got {op!r}")
         self._check_range(lba, sectors)
         start_ns = max(now_ns, self.busy_until_ns)
+        begin_ns = start_ns + self._per_request_ns      # DiskSim "Per-request overhead time"
         for seg in self._segments:
-            self._settle_stream(seg, start_ns)
+            self._settle_stream(seg, begin_ns)
         if op == "R":
-            res = self._read(start_ns, lba, sectors)
+            res = self._read(begin_ns, lba, sectors)
         else:
-            res = self._write(start_ns, lba, sectors)
+            res = self._write(begin_ns, lba, sectors)
         self.last_op = op
         self.busy_until_ns = res.done_ns
-        return AccessResult(res.done_ns, start_ns, start_ns - now_ns, res.overhead_ns,
+        return AccessResult(res.done_ns, start_ns, start_ns - now_ns,
+                            res.overhead_ns + self._per_request_ns,
                             res.seek_ns, res.rotation_ns, res.transfer_ns, res.cache_hit,
                             res.cylinder, res.head)
 
@@ -421,11 +634,12 @@ class DiskModel:
         completion = int(round(p.read_completion_ms * NS_PER_MS))
         ms = p.read_hit_overhead_ms if self.last_op == "R" else p.read_hit_after_write_overhead_ms
         overhead = int(round(ms * NS_PER_MS))
+        overhead += int(round(p.data_prep_ms * NS_PER_MS))
         cmd_end = start_ns + overhead
         zi, c, h, _ = self._locate(lba)
         seg.last_use = self._uses
         if p.read_ahead:               # continuous read: blocks before the hit are freed
-            seg.start = lba
+            seg.start = lba + sectors if p.request_data == "erase" else lba
         bus_end = cmd_end + sectors * bus
         kind = "hit"
         if lba + sectors > seg.end:                      # rest comes from the media
@@ -436,62 +650,205 @@ class DiskModel:
                     seg.stream_cyl, seg.stream_head)
             else:
                 _, media_end, _, cyl, head = self._media_pass(
-                    seg.end, lba + sectors - seg.end, start_ns, self.cylinder, self.head)
+                    seg.end, lba + sectors - seg.end, max(start_ns, self.media_free_ns),
+                    self.cylinder, self.head)
             self.cylinder, self.head = cyl, head
             bus_end = max(bus_end, media_end + bus)
             seg.start = max(seg.start, lba + sectors - p.cache_segment_sectors)
             seg.end = lba + sectors
+            if p.request_data == "erase":
+                seg.start = seg.end
             self._start_read_ahead(seg, media_end)
-        else:
+        elif p.read_ahead_on_hit:
             self._start_read_ahead(seg, start_ns)
         return _Result(bus_end + completion, start_ns, overhead + completion, 0, 0,
                        bus_end - cmd_end, kind, c, h)
 
     def _read_miss(self, start_ns: int, lba: int, sectors: int):
+        """Overhead, seek, rotation, media; the disk is off the bus meanwhile
+        and reconnects once the water mark's worth of sectors is buffered;
+        the bus then carries the request, never ahead of the media."""
         p = self.params
         bus = p.bus_ns_per_sector
         completion = int(round(p.read_completion_ms * NS_PER_MS))
-        overhead = int(round(p.read_miss_overhead_ms * NS_PER_MS))
+        after_write = self.last_op == "W"
+        ms = p.read_miss_overhead_ms
+        if after_write and p.read_miss_after_write_overhead_ms is not None:
+            ms = p.read_miss_after_write_overhead_ms
+        overhead = int(round(ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
-        ready = start_ns + overhead
+        ready = max(start_ns + overhead, self.media_free_ns)
         seek = self._move_ns(self.cylinder, self.head, c, h, False)
         first, media_end, _, cyl, head = self._media_pass(lba, sectors, ready, self.cylinder, self.head)
         rotation = first - ready - seek
-        bus_end = max(media_end + bus, first + int(round(zi.sector_ns)) + sectors * bus)
+        overhead = ready - start_ns          # includes waiting for a write-back to finish
+        water = self._water_sectors(sectors)
+        if water > 1:                        # time the water mark is reached
+            _, water_ns, _, _, _ = self._media_pass(lba, water, ready, self.cylinder, self.head)
+        else:
+            water_ns = first + int(round(zi.sector_ns))
+        off_bus = start_ns + overhead + int(round(
+            (p.disconnect_read_after_write_ms if after_write else p.disconnect_read_after_read_ms)
+            * NS_PER_MS))
+        reconnect = (max(water_ns, off_bus) + int(round(p.reselect_first_ms * NS_PER_MS))
+                     + int(round(p.data_prep_ms * NS_PER_MS)))
+        bus_end = max(media_end + bus, reconnect + sectors * bus)
         done = bus_end + completion
         self.cylinder, self.head = cyl, head
         if p.cache_segments:
             seg = self._claim_segment(lba, lba + sectors)
             seg.last_use = self._uses
+            if p.request_data == "erase" and p.read_ahead:
+                seg.start = seg.end            # sent, so gone: the whole segment prefetches
             self._start_read_ahead(seg, media_end)
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
 
+    def _write_stall_ns(self, first_ns: int, bus_start_ns: int, sectors: int, bus_ns: int,
+                        sector_ns: float) -> int:
+        """Extra revolutions a write loses when the media outrun the bus: a
+        sector whose data is not yet in the buffer when it passes under the
+        head is written one revolution later (DiskSim writes only buffered
+        sectors)."""
+        gain = bus_ns - sector_ns
+        if gain <= 0 or sectors <= 1:
+            return 0
+        rev = self.revolution_ns
+        t, pos, stall = float(first_ns), 0, 0.0
+        while pos < sectors:
+            # sector j (>= pos) goes at t + (j-pos)*sector_ns, needs bus_start + (j+1)*bus
+            slack = t - bus_start_ns - (pos + 1) * bus_ns
+            count = sectors - pos if slack >= (sectors - pos - 1) * gain else int(slack // gain) + 1
+            count = max(0, min(count, sectors - pos))
+            pos += count
+            t += count * sector_ns
+            if pos < sectors:
+                t += rev                    # the same sector comes round again
+                stall += rev
+        return int(round(stall))
+
+    def _water_sectors(self, sectors: int) -> int:
+        """Sectors buffered before a read reconnects (DiskSim readwater)."""
+        p = self.params
+        if p.water_by_request:
+            w = max(1, int(min(p.cache_segment_sectors or sectors, sectors) * p.read_water))
+        else:
+            w = int(p.cache_segment_sectors * p.read_water + 0.9999999999)
+        return max(1, min(w, sectors))
+
+    def _run_end(self, lba: int, track: bool) -> int:
+        """First LBA after the track (or cylinder) holding `lba`: LBAs of a
+        track are consecutive, so a binary search over one track's span."""
+        zi, c, h, _ = self._locate(lba)
+        span = zi.zone.sectors_per_track * (1 if track else self.params.surfaces)
+        lo, hi = lba, min(lba + span, self.lba_count - 1)
+        while lo < hi:                 # last LBA on the same track / cylinder
+            mid = (lo + hi + 1) // 2
+            _, c2, h2, _ = self._locate(mid)
+            if c2 == c and (h2 == h or not track):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1
+
+    def _run_start(self, lba: int) -> int:
+        """First LBA of the track holding `lba`."""
+        zi, c, h, _ = self._locate(lba)
+        lo, hi = max(0, lba - zi.zone.sectors_per_track), lba
+        while lo < hi:
+            mid = (lo + hi) // 2
+            _, c2, h2, _ = self._locate(mid)
+            if c2 == c and h2 == h:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def _start_read_ahead(self, seg: _Segment, ready_ns: int) -> None:
-        if self.params.read_ahead and seg.end - seg.start < self.params.cache_segment_sectors:
+        """Prefetch after a read while the disk is idle: up to read_ahead_max
+        beyond the request and, unless prefetch may replace the request's own
+        data, no further than the segment holds."""
+        p = self.params
+        if not p.read_ahead or seg.end >= self.lba_count:
+            return
+        ra_max = p.cache_segment_sectors if p.read_ahead_max_sectors is None else p.read_ahead_max_sectors
+        mode = p.read_ahead_mode
+        if mode == "track":            # to the end of the track holding the request's last block
+            limit = min(seg.end + ra_max, self._run_end(seg.end - 1, track=True))
+        elif mode == "cylinder":
+            limit = min(seg.end + ra_max, self._run_end(seg.end - 1, track=False))
+        elif mode == "dec":            # the next block's track, and one more inside a stream
+            limit = self._run_end(seg.end, track=True)
+            if seg.start < self._run_start(seg.end):
+                limit += self._locate(seg.end)[0].zone.sectors_per_track
+        else:
+            limit = seg.end + ra_max
+        if p.request_data == "keep":
+            limit = min(limit, seg.start + p.cache_segment_sectors)
+        if limit > seg.end:
+            seg.stream_limit = limit
             seg.streaming = True
             seg.stream_ready_ns = ready_ns
             seg.stream_lba = seg.end
             seg.stream_cyl, seg.stream_head = self.cylinder, self.head
 
     def _write(self, start_ns: int, lba: int, sectors: int):
+        """Overhead, then the data cross the bus while the arm moves; the
+        media write starts once the first sector is on board.  With a write
+        cache the host is answered when the data are in the buffer and the
+        media write goes on in the background (DiskSim "Fast write level")."""
         p = self.params
-        bus = p.bus_ns_per_sector
+        bus = p.bus_ns_per_sector if p.bus_write_ns_per_sector is None else p.bus_write_ns_per_sector
         ms = p.write_overhead_ms if self.last_op == "R" else p.write_after_write_overhead_ms
-        overhead = int(round(ms * NS_PER_MS))
+        prep = int(round(p.data_prep_ms * NS_PER_MS))
+        reselect = int(round(p.reselect_first_ms * NS_PER_MS))
+        disconnect = int(round(p.disconnect_write_ms * NS_PER_MS))
+        # DiskSim disksim_diskcache.c: the extra disconnect hits a write that
+        # follows a write it does not append to
+        extradisc = (p.extradisc_command_ms is not None and self.last_op == "W"
+                     and lba != self._last_write_end)
+        self._prev_write_end = self._last_write_end
+        self._last_write_end = lba + sectors
+        if not extradisc:
+            overhead = int(round(ms * NS_PER_MS))
+            cmd_end = arm_ns = start_ns + overhead
+            bus_start = cmd_end + prep
+        else:                              # off the bus at once; back for the data later
+            overhead = int(round(p.extradisc_command_ms * NS_PER_MS))
+            cmd_end = start_ns + overhead
+            arm_ns = cmd_end + int(round(p.extradisc_seek_delta_ms * NS_PER_MS))
+            bus_start = cmd_end + reselect + prep + int(round(
+                (p.extradisc_disconnect_ms + p.extradisc_inter_ms) * NS_PER_MS))
+            reselect = int(round(p.reselect_other_ms * NS_PER_MS))
+            disconnect = int(round(p.extradisc_disconnect2_ms * NS_PER_MS))
         completion = int(round(p.write_completion_ms * NS_PER_MS))
         zi, c, h, _ = self._locate(lba)
-        cmd_end = start_ns + overhead
-        seek = self._move_ns(self.cylinder, self.head, c, h, True)
+        mech_start = max(arm_ns, self.media_free_ns)
+        # DiskSim "Minimum seek delay": a write that does not append to a
+        # write-back stream positions for at least this long
+        appending = p.write_cache and lba == self._prev_write_end
+        min_move = 0 if appending else int(round(p.write_min_seek_ms * NS_PER_MS))
+        seek = max(self._move_ns(self.cylinder, self.head, c, h, True), min_move)
         first, media_end, _, cyl, head = self._media_pass(
-            lba, sectors, cmd_end, self.cylinder, self.head, write=True,
-            not_before_ns=cmd_end + bus)                   # first sector's data on board
-        rotation = first - cmd_end - seek
-        done = max(media_end, cmd_end + sectors * bus + int(round(zi.sector_ns))) + completion
+            lba, sectors, mech_start, self.cylinder, self.head, write=True,
+            not_before_ns=bus_start + bus,                 # first sector's data on board
+            min_move_ns=min_move)
+        rotation = first - mech_start - seek
+        bus_end = bus_start + sectors * bus
+        media_end += self._write_stall_ns(first, bus_start, sectors, bus, zi.sector_ns)
+        if p.write_cache:                  # host sees overhead + bus only
+            done = bus_end + completion
+            self.media_free_ns = media_end
+            seek = rotation = 0
+            first = cmd_end
+        elif media_end > bus_end:          # off the bus; back for the status when the media are done
+            done = max(media_end, bus_end + disconnect) + reselect + completion
+        else:
+            done = bus_end + int(round(zi.sector_ns)) + completion
         self.cylinder, self.head = cyl, head
         self._uses += 1
         if p.cache_segments:
-            seg = self._claim_segment(lba, lba + sectors)
+            seg = self._claim_segment(lba, lba + sectors, write=True)
             seg.last_use = self._uses
         return _Result(done, start_ns, overhead + completion, seek, rotation,
                        done - completion - first, "miss", c, h)
@@ -520,89 +877,42 @@ def _interp_table(table: tuple, distance: int) -> float:
         return table[i][1]
     if i == 0:
         return table[0][1]
+    i = min(i, len(ds) - 1)            # past the end: extend the last segment
     (d0, m0), (d1, m1) = table[i - 1], table[i]
     return m0 + (m1 - m0) * (distance - d0) / (d1 - d0)
 
 
 # ---------------------------------------------------------------------- presets
 
-# HP 97560: Ruemmler & Wilkes, IEEE Computer 1994, Table 1 / section "Seek time":
-# 1962 cylinders, 19 tracks per cylinder, 72 sectors per track, 4002 rpm;
-# seek 3.24 + 0.400*sqrt(d) ms for d < 383 cylinders, 8.00 + 0.008*d ms
-# otherwise; controller overhead 2.2 ms; track (head) switch 1.6 ms; track
-# skew 8 sectors, cylinder skew 18 sectors.  Not given by the paper, marked
-# ASSUMED: SCSI-2 bus at 10 MB/s (51.2 us per 512-byte sector); the cache is
-# off here because the paper models it separately.
-HP97560 = DiskParams(
-    name="hp97560",
-    cylinders=1962, surfaces=19, zones=((0, 1961, 72),), rpm=4002,
-    seek_boundary_cyl=383, seek_a_ms=3.24, seek_b_ms=0.400, seek_c_ms=8.00, seek_e_ms=0.008,
-    head_switch_ms=1.6,
-    read_miss_overhead_ms=2.2, read_hit_overhead_ms=2.2, read_hit_after_write_overhead_ms=2.2,
-    write_overhead_ms=2.2, write_after_write_overhead_ms=2.2,
-    bus_ns_per_sector=51_200,            # ASSUMED (see above)
-    track_skew=8, cyl_skew=18,
-)
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "disks"
+"""configs/disks/NAME.parv: each preset is a DiskSim-style file with its sources
+(hp97560: Ruemmler & Wilkes 1994; st41601n: the DiskSim 4.0 validation kit)."""
 
-# Seagate ST41601N: DiskSim 4.0 validation kit (CMU PDL, valid/ in the public
-# mirror benh/disksim): st41601n_validate.model (layout: 14 zones, offsets,
-# skews, 6 spares per cylinder, slips; mechanics: 5397 rpm, head switch 0,
-# write settle 0, extracted seek table st41601n_validate.seek),
-# st41601n.diskspecs (overheads, 1 cache segment of 384 blocks, read-ahead up
-# to 384 blocks, read hits on write data), st41601n.parv (BUS1 block transfer
-# 0.09552 ms).
-_ST41601N_ZONES = (
-    # first_cyl, last_cyl, spt, track_skew, cyl_skew, first_block_offset, slips
-    (0, 625, 85, 2, 16, 0, (351027, 572958, 780987)),
-    (626, 700, 83, 2, 16, 46, ()),
-    (701, 800, 82, 2, 15, 77, (127564, 130078)),
-    (801, 925, 79, 2, 15, 23, (47535, 107971)),
-    (926, 1050, 78, 2, 14, 54, (55028, 83029, 101300, 120855)),
-    (1051, 1175, 76, 2, 14, 36, (75151, 83344, 84636, 85928, 87220, 88512, 89804, 91096,
-                                 92388, 116791)),
-    (1176, 1300, 73, 2, 13, 20, (61600, 105920, 112125, 119745)),
-    (1301, 1400, 72, 2, 13, 28, ()),
-    (1401, 1500, 69, 2, 12, 64, ()),
-    (1501, 1600, 68, 2, 12, 48, ()),
-    (1601, 1800, 65, 2, 11, 28, (74599,)),
-    (1801, 1900, 63, 2, 11, 49, ()),
-    (1901, 2000, 62, 2, 10, 2, ()),
-    (2001, 2097, 61, 2, 10, 48, ()),
-)
 
-# st41601n_validate.seek: "Seek distances measured: 58" (cylinders, ms).
-_ST41601N_SEEK_MS = (
-    (1, 1.625627400), (2, 2.026624800), (3, 2.257027400), (4, 2.457953800),
-    (5, 2.590314400), (6, 2.668716900), (7, 2.835672900), (8, 2.850046000),
-    (9, 2.904469300), (10, 2.909090000), (12, 3.021370700), (14, 3.157781800),
-    (16, 3.281240900), (18, 3.382192700), (20, 3.454657800), (25, 4.416397500),
-    (30, 4.569630100), (35, 4.656808300), (40, 4.819659400), (45, 4.930309131),
-    (50, 5.030418100), (60, 5.214422100), (70, 5.427180700), (80, 5.600655636),
-    (90, 5.809526397), (100, 5.998010900), (125, 6.288895869), (150, 6.634902724),
-    (175, 6.966304000), (200, 7.258890700), (225, 7.548794200), (250, 7.800760300),
-    (275, 8.070144000), (300, 8.354860800), (325, 8.617527300), (350, 8.842571300),
-    (375, 9.048017500), (400, 9.273627600), (425, 9.476206200), (450, 9.677476500),
-    (475, 9.864025600), (500, 10.054185000), (600, 10.700314500), (700, 11.385492500),
-    (800, 12.121746500), (900, 12.876463000), (1000, 13.621508000), (1100, 14.312129667),
-    (1200, 15.012290000), (1300, 15.790787000), (1400, 16.542436000), (1500, 17.291303667),
-    (1600, 18.065838333), (1700, 18.816005833), (1800, 19.521127833), (1900, 20.275453000),
-    (2000, 21.021211000), (2097, 21.777562500),
-)
+class _Presets(Mapping):
+    """Preset name -> DiskParams, loaded through the DiskSim parser on first use
+    (so a preset and a user's ``disk_model`` file take one path)."""
 
-ST41601N = DiskParams(
-    name="st41601n",
-    cylinders=2098, surfaces=17,
-    zones=tuple(Zone(*z) for z in _ST41601N_ZONES),
-    rpm=5397,
-    seek_table_ms=_ST41601N_SEEK_MS,
-    head_switch_ms=0.0, write_settle_ms=0.0,
-    read_miss_overhead_ms=1.433,
-    read_hit_overhead_ms=0.896, read_hit_after_write_overhead_ms=0.506,
-    write_overhead_ms=2.059, write_after_write_overhead_ms=1.404,
-    read_completion_ms=0.232, write_completion_ms=0.0,
-    bus_ns_per_sector=95_520,
-    track_skew=2, cyl_skew=16, spares_per_cyl=6,
-    cache_segments=1, cache_segment_sectors=384, read_ahead=True,
-)
+    def __init__(self, directory: Path):
+        self._dir = directory
+        self._cache: dict[str, DiskParams] = {}
 
-PRESETS: dict[str, DiskParams] = {"hp97560": HP97560, "st41601n": ST41601N}
+    def _names(self) -> list[str]:
+        return sorted(p.stem for p in self._dir.glob("*.parv"))
+
+    def __getitem__(self, name: str) -> DiskParams:
+        if name not in self._cache:
+            if name not in self._names():
+                raise KeyError(name)
+            from controllers.devices.disk.disksim import load   # disksim imports this module
+            self._cache[name] = replace(load(self._dir / f"{name}.parv"), name=name)
+        return self._cache[name]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+PRESETS: Mapping[str, DiskParams] = _Presets(PRESET_DIR)
