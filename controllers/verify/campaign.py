@@ -12,15 +12,19 @@ with takeover) and checks invariants after every step:
   image passes the dependent-write checker.
 
 A failing seed prints ``reproduce with: emu campaign CONFIG --seed N``.
+Seeds run ``--jobs`` at a time in forked children; the end line gives the
+rate in seeds per minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
+from emu.forks import ForkPool
 from firmware.protocol import SAVE_OLD, STAGE_NEW
 
 from controllers.verify.checker import holds_all_acknowledged
@@ -142,27 +146,66 @@ def _settle(r, link, group) -> None:
         r.run(400 * MS)
 
 
+def _seed_outcome(config: str, seed: int, steps: int) -> dict:
+    """One seed, as plain data: its result, or the violation it found."""
+    try:
+        return {"ok": True, **run_seed(config, seed, steps)}
+    except Violation as exc:
+        return {"ok": False, "seed": seed, "violation": str(exc)}
+
+
+def run_seeds(config: str, seeds: list[int], steps: int, jobs: int):
+    """Outcomes in seed order; with ``jobs`` > 1 each seed runs in a forked
+    child of this process (imports and compiled kernels already warm), up to
+    ``jobs`` at once. An error that is not a violation stops the campaign."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield _seed_outcome(config, seed, steps)
+        return
+    ready, nxt = {}, 0
+    with ForkPool(jobs) as pool:
+        def arrived(done):
+            nonlocal nxt
+            for seed, answer in done:
+                if not answer["ok"]:
+                    raise RuntimeError(f"seed {seed}: {answer['error']}\n{answer.get('traceback', '')}")
+                ready[seed] = answer["result"]
+            while nxt < len(seeds) and seeds[nxt] in ready:
+                yield ready.pop(seeds[nxt])
+                nxt += 1
+        for seed in seeds:
+            yield from arrived(pool.submit(seed, lambda seed=seed: _seed_outcome(config, seed, steps)))
+        yield from arrived(pool.drain())
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="emu campaign", description="seeded fault campaign")
     p.add_argument("config")
     p.add_argument("--seed", type=int, help="one seed (reproduce a failure)")
     p.add_argument("--seeds", type=int, default=10, help="run seeds 1..N")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--jobs", type=int, default=2, help="seeds run at once (forked children)")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if args.jobs < 1:
+        print("emu campaign: --jobs must be at least 1", file=sys.stderr)
+        return 2
     seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
     failed = 0
-    for seed in seeds:
-        try:
-            res = run_seed(args.config, seed, args.steps)
-            print(f"seed {seed}: ok ({res['mode']}, {res['writes']} writes; {' '.join(res['actions'])})")
-        except Violation as exc:
+    t0_s = time.monotonic()
+    for res in run_seeds(args.config, seeds, args.steps, args.jobs):
+        seed = res["seed"]
+        if res["ok"]:
+            print(f"seed {seed}: ok ({res['mode']}, {res['writes']} writes; {' '.join(res['actions'])})", flush=True)
+        else:
             failed += 1
-            print(f"seed {seed}: FAILED: {exc}")
-            print(f"  reproduce with: emu campaign {args.config} --seed {seed} --steps {args.steps}")
-    print(f"{len(seeds) - failed} passed, {failed} failed")
+            print(f"seed {seed}: FAILED: {res['violation']}")
+            print(f"  reproduce with: emu campaign {args.config} --seed {seed} --steps {args.steps}", flush=True)
+    took_s = time.monotonic() - t0_s
+    print(f"{len(seeds) - failed} passed, {failed} failed; {len(seeds)} seeds in {took_s:.1f} s "
+          f"({60 * len(seeds) / max(took_s, 1e-9):.1f} seeds/min, {args.jobs} jobs)")
     return 1 if failed else 0
 
 
