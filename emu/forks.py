@@ -22,6 +22,7 @@ backend has none), and writes no file the parent writes.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -30,6 +31,8 @@ import signal
 import traceback
 from typing import Any, Callable
 
+#: prctl(2) option: the signal a process gets when its parent dies
+PR_SET_PDEATHSIG = 1
 #: what a child sends at most (a result is a verdict, not a trace)
 RESULT_BYTES_MAX = 16 << 20
 
@@ -63,9 +66,10 @@ class ForkPool:
         while len(self._running) >= self.jobs:
             done.extend(self.wait_some())
         r, w = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:   # the child: never returns
-            _child(r, w, fn, list(self._running))
+            _child(r, w, fn, list(self._running), parent)
         os.close(w)
         self.forked += 1
         self._running[r] = (pid, key, [])
@@ -124,10 +128,23 @@ class ForkPool:
         self._selector.close()
 
 
-def _child(r: int, w: int, fn: Callable[[], Any], inherited: list[int]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A snapshot must not outlive the process that forked it (a Dask worker
+    killed mid-task, say): Linux's PR_SET_PDEATHSIG kills it with its parent."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass   # not Linux: the child still ends when it has answered
+    if os.getppid() != parent:   # it died before prctl took effect
+        os._exit(70)
+
+
+def _child(r: int, w: int, fn: Callable[[], Any], inherited: list[int], parent: int) -> None:
     """Run ``fn`` in the forked child, send its result, leave without cleanup."""
     code = 0
     try:
+        _die_with_parent(parent)
         os.close(r)
         for fd in inherited:   # the parent's pipes from other children
             os.close(fd)

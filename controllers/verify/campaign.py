@@ -154,10 +154,15 @@ def _seed_outcome(config: str, seed: int, steps: int) -> dict:
         return {"ok": False, "seed": seed, "violation": str(exc)}
 
 
-def run_seeds(config: str, seeds: list[int], steps: int, jobs: int):
+def run_seeds(config: str, seeds: list[int], steps: int, jobs: int, client=None):
     """Outcomes in seed order; with ``jobs`` > 1 each seed runs in a forked
     child of this process (imports and compiled kernels already warm), up to
-    ``jobs`` at once. An error that is not a violation stops the campaign."""
+    ``jobs`` at once; with a Dask ``client``, each seed is a task on its
+    cluster. An error that is not a violation stops the campaign."""
+    if client is not None:
+        from controllers.verify import distributed
+        yield from distributed.campaign_outcomes(client, config, seeds, steps)
+        return
     if jobs <= 1:
         for seed in seeds:
             yield _seed_outcome(config, seed, steps)
@@ -185,6 +190,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, default=10, help="run seeds 1..N")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--jobs", type=int, default=2, help="seeds run at once (forked children)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the seeds on this Dask cluster")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
@@ -193,20 +199,34 @@ def main(argv: list[str]) -> int:
         print("emu campaign: --jobs must be at least 1", file=sys.stderr)
         return 2
     seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
-    failed = 0
     t0_s = time.monotonic()
-    for res in run_seeds(args.config, seeds, args.steps, args.jobs):
+    client = None
+    if args.scheduler:
+        from controllers.verify import distributed
+        client = distributed.connect(args.scheduler)
+    try:
+        failed = sum(not res["ok"] for res in _print_outcomes(run_seeds(args.config, seeds, args.steps, args.jobs,
+                                                                         client), args))
+    finally:
+        if client is not None:
+            client.close()
+    took_s = time.monotonic() - t0_s
+    where = f"on {args.scheduler}" if args.scheduler else f"{args.jobs} jobs"
+    print(f"{len(seeds) - failed} passed, {failed} failed; {len(seeds)} seeds in {took_s:.1f} s "
+          f"({60 * len(seeds) / max(took_s, 1e-9):.1f} seeds/min, {where})")
+    return 1 if failed else 0
+
+
+def _print_outcomes(outcomes, args):
+    """Print each seed's line as it comes; pass the outcome on."""
+    for res in outcomes:
         seed = res["seed"]
         if res["ok"]:
             print(f"seed {seed}: ok ({res['mode']}, {res['writes']} writes; {' '.join(res['actions'])})", flush=True)
         else:
-            failed += 1
             print(f"seed {seed}: FAILED: {res['violation']}")
             print(f"  reproduce with: emu campaign {args.config} --seed {seed} --steps {args.steps}", flush=True)
-    took_s = time.monotonic() - t0_s
-    print(f"{len(seeds) - failed} passed, {failed} failed; {len(seeds)} seeds in {took_s:.1f} s "
-          f"({60 * len(seeds) / max(took_s, 1e-9):.1f} seeds/min, {args.jobs} jobs)")
-    return 1 if failed else 0
+        yield res
 
 
 if __name__ == "__main__":

@@ -333,15 +333,23 @@ def cell(k: int, n: int) -> str:
 
 
 def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=print, method="fork",
-          on_result=None) -> dict:
-    """One sweep; each point's result goes to ``on_result`` (in point order) as it comes."""
+          on_result=None, client=None, block_points=None) -> dict:
+    """One sweep; each point's result goes to ``on_result`` (in point order)
+    as it comes. With a Dask ``client`` the points run on its cluster, in
+    blocks of ``block_points`` sharing one preamble (``distributed``)."""
     if method not in METHODS_RUN:
         raise SweepUsage(f"unknown sweep method {method!r} ({', '.join(METHODS_RUN)})")
     if fault not in FAULTS:
         raise SweepUsage(f"unknown fault {fault!r} ({', '.join(FAULTS)})")
-    run = _fork_points if method == "fork" else _replay_points
     t0 = time.monotonic()
-    total, points, results = run(config, preamble, seed, settings, fault, points_spec, jobs)
+    if client is not None:
+        from controllers.verify import distributed
+        method = "dask"
+        total, points, results = distributed.sweep_points(client, config, preamble, seed, settings, fault,
+                                                          points_spec, block_points or distributed.BLOCK_POINTS)
+    else:
+        run = _fork_points if method == "fork" else _replay_points
+        total, points, results = run(config, preamble, seed, settings, fault, points_spec, jobs)
     tally = Tally()
     try:
         for i, res in enumerate(results, 1):
@@ -431,6 +439,9 @@ def _parser():
     p.add_argument("--jobs", type=int, default=2, help="points judged at once (forked children or processes)")
     p.add_argument("--replay", action="store_true",
                    help="replay the preamble for every point (the reference method) instead of fork snapshots")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the points on this Dask cluster (blocks of points sharing one preamble)")
+    p.add_argument("--block", type=int, help="crash points per Dask task (default 10)")
     p.add_argument("--json", help="write the sweep summaries (counts, failures) to this file")
     p.add_argument("--jsonl", help="stream every point's result to this file, one JSON line each, in point order")
     p.add_argument("--artifacts", help="for each failed point keep its trace, images and reproduce command here")
@@ -465,6 +476,15 @@ def main(argv: list[str]) -> int:
         keys = [k for k in MATRIX_AXES if k not in fixed]
         combos = [{**fixed, **dict(zip(keys, vals))} for vals in itertools.product(*(MATRIX_AXES[k] for k in keys))]
     method = "replay" if args.replay else "fork"
+    if args.scheduler and args.replay:
+        print("emu sweep: --scheduler runs fork snapshots on the workers; it does not combine with --replay",
+              file=sys.stderr)
+        return 2
+    client = None
+    if args.scheduler:
+        from controllers.verify import distributed
+        client = distributed.connect(args.scheduler)
+        method = "dask"
     jsonl = open(args.jsonl, "w") if args.jsonl else None
     try:
         rows, summaries = [], []
@@ -477,7 +497,8 @@ def main(argv: list[str]) -> int:
                 emit = (lambda r, seed=seed, settings=settings: jsonl.write(point_line(seed, settings, args.fault, r))) \
                     if jsonl else None
                 s = sweep(args.config, preamble, seed, settings, args.fault, args.crash_points, args.jobs,
-                          method=method, on_result=emit)
+                          method="replay" if args.replay else "fork", on_result=emit, client=client,
+                          block_points=args.block)
                 summaries.append(s)
                 per_seed.append(s)
                 for f in s["failures"]:
@@ -494,6 +515,8 @@ def main(argv: list[str]) -> int:
     finally:
         if jsonl:
             jsonl.close()
+        if client is not None:
+            client.close()
     print(tabulate(rows, headers=MATRIX_HEADERS))
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1, default=str))
