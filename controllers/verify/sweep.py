@@ -286,12 +286,17 @@ def _fork_results(rack, fault: str, points: list[int], jobs: int):
         yield from arrived(pool.drain())
 
 
+#: failed points a sweep keeps for printing and artifacts (all are in --jsonl)
+FAILURES_KEPT = 100
+
+
 class Tally:
     """What a sweep keeps of its points while they stream by: counts and
-    sums, and the failures (whose artifacts are kept); never every result."""
+    sums, and the first ``FAILURES_KEPT`` failures (whose artifacts are
+    kept); never every result."""
 
     def __init__(self):
-        self.tried = self.ok = self.checker_ok = self.rollback_ok = self.skipped = 0
+        self.tried = self.ok = self.checker_ok = self.rollback_ok = self.skipped = self.failed = 0
         self.rpo_sum = self.rpo_max = 0
         self.rpo_age_ms_max = 0.0
         self.rto_sum_ms, self.rto_n = 0.0, 0
@@ -312,7 +317,9 @@ class Tally:
             self.rto_sum_ms += r["rto_ms"]
             self.rto_n += 1
         if not r["consistent"]:
-            self.failures.append(r)
+            self.failed += 1
+            if len(self.failures) < FAILURES_KEPT:
+                self.failures.append(r)
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -371,7 +378,7 @@ def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=p
             "rpo_writes_max": tally.rpo_max, "rpo_age_ms_max": tally.rpo_age_ms_max,
             "rto_ms_sum": tally.rto_sum_ms, "rto_n": tally.rto_n,
             "rto_ms_mean": round(tally.rto_sum_ms / tally.rto_n, 3) if tally.rto_n else None,
-            "wall_s": round(time.monotonic() - t0, 3), "failures": tally.failures}
+            "wall_s": round(time.monotonic() - t0, 3), "failed": tally.failed, "failures": tally.failures}
 
 
 def _progress(say, i, n, t0):
@@ -508,6 +515,9 @@ def main(argv: list[str]) -> int:
                         where = keep_artifacts(args.config, args.script, preamble, seed, settings, args.fault,
                                                f["k"], args.artifacts)
                         print(f"  artifacts: {where}")
+                if s["failed"] > len(s["failures"]):
+                    print(f"... and {s['failed'] - len(s['failures'])} more failed points"
+                          f"{' (all in ' + args.jsonl + ')' if args.jsonl else ' (--jsonl F lists every point)'}")
             rows.append(_row(settings, per_seed))
     except SweepUsage as exc:
         print(f"emu sweep: {exc}", file=sys.stderr)
@@ -520,4 +530,4 @@ def main(argv: list[str]) -> int:
     print(tabulate(rows, headers=MATRIX_HEADERS))
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1, default=str))
-    return 0 if all(not s["failures"] for s in summaries) else 1
+    return 0 if all(not s["failed"] for s in summaries) else 1
