@@ -128,15 +128,16 @@ class ForkPool:
         self._selector.close()
 
 
-def _die_with_parent(parent: int) -> None:
-    """A snapshot must not outlive the process that forked it (a Dask worker
-    killed mid-task, say): Linux's PR_SET_PDEATHSIG kills it with its parent."""
+def die_with_parent(parent: int | None = None) -> None:
+    """A forked process must not outlive the one that forked it (a Dask
+    worker killed mid-task, say): Linux's PR_SET_PDEATHSIG kills it with its
+    parent. With ``parent`` (its pid), also leave now if it is already gone."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass   # not Linux: the child still ends when it has answered
-    if os.getppid() != parent:   # it died before prctl took effect
+    if parent is not None and os.getppid() != parent:   # it died before prctl took effect
         os._exit(70)
 
 
@@ -144,7 +145,7 @@ def _child(r: int, w: int, fn: Callable[[], Any], inherited: list[int], parent: 
     """Run ``fn`` in the forked child, send its result, leave without cleanup."""
     code = 0
     try:
-        _die_with_parent(parent)
+        die_with_parent(parent)
         os.close(r)
         for fd in inherited:   # the parent's pipes from other children
             os.close(fd)

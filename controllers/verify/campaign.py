@@ -26,6 +26,7 @@ import numpy as np
 
 from emu.forks import ForkPool
 from firmware.protocol import SAVE_OLD, STAGE_NEW
+from firmware.raid.parity import warm_up
 
 from controllers.verify.checker import holds_all_acknowledged
 from controllers.rack.storage import CommandError, StorageRack
@@ -167,6 +168,7 @@ def run_seeds(config: str, seeds: list[int], steps: int, jobs: int, client=None)
         for seed in seeds:
             yield _seed_outcome(config, seed, steps)
         return
+    warm_up()   # the kernels compiled (or loaded from numba's cache) once here, not once per child
     ready, nxt = {}, 0
     with ForkPool(jobs) as pool:
         def arrived(done):

@@ -14,6 +14,7 @@
 """
 
 import json
+import os
 
 from pathlib import Path
 
@@ -124,3 +125,27 @@ def test_wilson_interval_matches_published_values(k, n, lo, hi):
     got = sw.wilson(k, n)
     assert abs(got[0] - lo) < 5e-4 and abs(got[1] - hi) < 5e-4, got
     assert sw.cell(k, n).startswith(f"{k}/{n} [")
+
+
+def _children() -> list[int]:
+    me, kids = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[1] == me and stat[0] != "Z":
+            kids.append(int(pid))
+    return kids
+
+
+def test_an_aborted_fork_sweep_leaves_no_child_behind():
+    """The consumer fails after the first point: the sweep raises, and its
+    snapshot children are killed and reaped before it returns."""
+    before = set(_children())
+
+    def fail(result):
+        raise RuntimeError("consumer failed")
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        sw.sweep(CFG, PREAMBLE, 1, {}, "master-loss", "sample:6", 2, progress=lambda m: None, on_result=fail)
+    assert set(_children()) <= before
