@@ -464,6 +464,20 @@ def point_line(seed: int, settings: dict, fault: str, result: dict) -> str:
                       separators=(",", ":")) + "\n"
 
 
+def _report_failures(args, preamble: list[str], seed: int, settings: dict, s: dict) -> None:
+    """Each kept failure with its reproduce command (and its artifacts if asked)."""
+    for f in s["failures"]:
+        print(f"FAIL seed={seed} crash point {f['k']} (t={f['t_crash_ns']} ns): {'; '.join(f['problems'][:2])}")
+        print(f"  reproduce: {reproduce_command(args.config, args.script, seed, settings, args.fault, f['k'])}")
+        if args.artifacts:
+            where = keep_artifacts(args.config, args.script, preamble, seed, settings, args.fault, f["k"],
+                                   args.artifacts)
+            print(f"  artifacts: {where}")
+    if s["failed"] > len(s["failures"]):
+        where = f"all in {args.jsonl}" if args.jsonl else "--jsonl F lists every point"
+        print(f"... and {s['failed'] - len(s['failures'])} more failed points ({where})")
+
+
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -508,16 +522,7 @@ def main(argv: list[str]) -> int:
                           block_points=args.block)
                 summaries.append(s)
                 per_seed.append(s)
-                for f in s["failures"]:
-                    print(f"FAIL seed={seed} crash point {f['k']} (t={f['t_crash_ns']} ns): {'; '.join(f['problems'][:2])}")
-                    print(f"  reproduce: {reproduce_command(args.config, args.script, seed, settings, args.fault, f['k'])}")
-                    if args.artifacts:
-                        where = keep_artifacts(args.config, args.script, preamble, seed, settings, args.fault,
-                                               f["k"], args.artifacts)
-                        print(f"  artifacts: {where}")
-                if s["failed"] > len(s["failures"]):
-                    print(f"... and {s['failed'] - len(s['failures'])} more failed points"
-                          f"{' (all in ' + args.jsonl + ')' if args.jsonl else ' (--jsonl F lists every point)'}")
+                _report_failures(args, preamble, seed, settings, s)
             rows.append(_row(settings, per_seed))
     except SweepUsage as exc:
         print(f"emu sweep: {exc}", file=sys.stderr)
