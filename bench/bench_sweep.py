@@ -20,6 +20,7 @@ cores (>= 42).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -37,11 +38,13 @@ CAMPAIGN_SEEDS = [1, 2, 3, 4, 5, 6]
 
 
 def _sweep_row(method: str, spec: str, preamble: list[str]) -> dict:
+    load = os.getloadavg()[0]
     t0_s = time.monotonic()
     s = sw.sweep(CONFIG, preamble, 1, {}, "master-loss", spec, JOBS, progress=lambda m: None, method=method)
     wall_s = time.monotonic() - t0_s
     return {"bench": f"sweep {spec} --jobs {JOBS}", "method": method, "points": s["tried"],
-            "consistent": s["consistent"], "wall_s": round(wall_s, 2), "points/s": round(s["tried"] / wall_s, 2)}
+            "consistent": s["consistent"], "wall_s": round(wall_s, 2), "points/s": round(s["tried"] / wall_s, 2),
+            "load_1m": round(load, 2)}
 
 
 def _dask_row(preamble: list[str]) -> dict:
@@ -105,11 +108,19 @@ def verdicts(rows: list[dict]) -> list[str]:
     out = [f"reference sweep: fork {rate} points/s vs replay {replay['points/s']} points/s = {ratio}x "
            f"(target >= {TARGET_RATIO}x and >= {TARGET_POINTS_S} points/s): {ok(ratio >= TARGET_RATIO and rate >= TARGET_POINTS_S)}"]
     if not (ratio >= TARGET_RATIO and rate >= TARGET_POINTS_S):
-        out.append(f"  why: a fork sweep must still run the copy once, uninterrupted, to count the points a "
-                   f"sample is drawn from ({floor['wall_s']} s here) and then step to its last point; with "
-                   f"40 points that fixed cost caps it at about {round(40 / (2 * floor['wall_s']), 1)} points/s "
-                   f"on this rack. It is shared by more points: sample:400 runs at {big['points/s']} points/s "
-                   f"({big['ratio']}x replay's rate).")
+        per_point_s = (big["wall_s"] - fork["wall_s"]) / max(1, big["points"] - fork["points"])
+        fixed_s = fork["wall_s"] - fork["points"] * per_point_s
+        out.append(f"  why: two costs that forking does not remove. A fixed one: one uninterrupted pass "
+                   f"through the copy to count the points a sample is drawn from ({floor['wall_s']} s alone "
+                   f"here), then stepping to the last point, about {fixed_s:.1f} s of this sweep. And each "
+                   f"point's own work after the crash (inject, run past T, verify, the fork's copy-on-write): "
+                   f"{1000 * per_point_s:.0f} ms of wall per point with {JOBS} jobs (sample:400 minus "
+                   f"sample:40), so no sweep of this rack passes {1 / per_point_s:.1f} points/s here; "
+                   f"sample:400 runs at {big['points/s']} points/s ({big['ratio']}x replay's rate).")
+    if replay["load_1m"] > 1.5:
+        out.append(f"  (the 2 cores were shared: load average {replay['load_1m']} when replay started, so replay ran "
+                   f"at {replay['points/s']} points/s, not the issue's 2.8; the ratios compare runs made under "
+                   f"the same load)")
     faster = "the fork pool" if fork["points/s"] >= on_dask["points/s"] else "a LocalCluster"
     out.append(f"on this machine: fork pool {fork['points/s']} points/s, LocalCluster {on_dask['points/s']} "
                f"points/s (+ {on_dask['start-up_s']} s to start it): {faster} is faster, and is what runs "
