@@ -1,7 +1,8 @@
 """A running rack: regions + a backend + the trace, with run controls.
 
 ``Rack(spec, backend="processes"|"inline")`` validates the spec, creates
-the shared-memory regions, starts the actors and keeps the virtual clock
+the regions (shared-memory segments for the processes backend, private
+copy-on-write memory for the inline one), starts the actors and keeps the virtual clock
 ``now_ns``. Run controls: ``run_for(duration_ns)``, ``run_until_idle()``,
 ``run_until_event(name)`` (stops at the end of the scheduler quantum in which
 the event was raised, so the stop time is the same in both backends), and
@@ -18,7 +19,7 @@ from typing import IO
 from emu.actor import NEVER_NS
 from emu.backends.base import WATCH_SIGNAL, Backend
 from emu.backends.inline import InlineBackend
-from emu.shm import SharedRegion, new_rack_id
+from emu.shm import PrivateRegion, SharedRegion, new_rack_id
 from emu.spec import RackSpec, validate
 from emu.trace import TraceSink
 
@@ -40,13 +41,15 @@ class Rack:
         self.faults: list[dict] = []
         self.scheduled: list[tuple[int, int, str, str]] = []
         self.realtime = realtime
-        self.regions: dict[str, SharedRegion] = {}
+        self.regions: dict[str, SharedRegion | PrivateRegion] = {}
         self.backend: Backend | None = None
         self._closed = False
         self.wall_start_s = time.monotonic()
         try:
             for r in spec.regions:
-                self.regions[r.name] = SharedRegion.create(self.rack_id, r.name, r.size_bytes)
+                # inline: one process, so private (copy-on-write across a fork) memory
+                self.regions[r.name] = PrivateRegion(r.name, r.size_bytes) if backend == "inline" \
+                    else SharedRegion.create(self.rack_id, r.name, r.size_bytes)
             if backend == "inline":
                 self.backend = InlineBackend(spec, self.typed, self.regions, self.sink, record_trace)
             else:
@@ -132,7 +135,9 @@ class Rack:
 
     def run_until_record(self, steps: set[int], count: int, limit_ns: int) -> int | None:
         """Inline only: stop right after the ``count``-th trace record whose
-        step is in ``steps`` (a crash point); return its time, or None."""
+        step is in ``steps`` (a crash point); return its time, or None. The
+        stop is after the whole event, so the matching records that event
+        traced after the ``count``-th are passed too: ``backend.watch_overrun``."""
         seen = len(self.backend.signals)
         self.backend.set_watch(set(steps), int(count))  # ValueError where exact stops are impossible
         try:

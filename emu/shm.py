@@ -87,6 +87,37 @@ class SharedRegion:
         return [self.segment, self.name, self.size]
 
 
+class PrivateRegion:
+    """A region private to this process (the inline backend: every actor in
+    one process, nothing to share). An anonymous ``MAP_PRIVATE`` mapping,
+    sparse like a segment, with ``SharedRegion``'s interface; unlike a
+    segment it is copy-on-write across ``os.fork``, so a forked crash-point
+    child (``emu.forks``) writes its own copy of the disks and NVM, never the
+    parent's, and there is no /dev/shm name to leak or to unlink twice."""
+
+    def __init__(self, name: str, size: int):
+        if size <= 0 or size > MAX_REGION_BYTES:
+            raise ValueError(f"region {name}: size {size} outside 1..{MAX_REGION_BYTES} bytes")
+        self.name = name
+        self.size = size
+        self.owner = True
+        self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.buf = np.ndarray((size,), dtype=np.uint8, buffer=self._mmap)
+
+    def close(self) -> None:
+        self.buf = None
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass  # a view is still alive somewhere; the mapping goes with the process
+
+    def unlink(self) -> None:
+        self.close()
+
+    def spec(self) -> list:
+        raise TypeError(f"region {self.name} is private to this process: no other process can attach it")
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)[:120]
 

@@ -21,16 +21,21 @@ flaps, a pairresync issued while a copy runs, and a master loss with the
 remote DKC killed during the rollback.
 
 A failing seed prints ``reproduce with: emu campaign CONFIG --seed N``.
+Seeds run ``--jobs`` at a time in forked children; the end line gives the
+rate in seeds per minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
+from emu.forks import ForkPool
 from firmware.protocol import SAVE_OLD, STAGE_NEW
+from firmware.raid.parity import warm_up
 
 from controllers.formats.stamp import read_stamps
 from controllers.verify.checker import holds_all_acknowledged
@@ -216,28 +221,88 @@ def _settle(r, link, group) -> None:
         r.run(400 * MS)
 
 
+def _seed_outcome(config: str, seed: int, steps: int) -> dict:
+    """One seed, as plain data: its result, or the violation it found."""
+    try:
+        return {"ok": True, **run_seed(config, seed, steps)}
+    except Violation as exc:
+        return {"ok": False, "seed": seed, "violation": str(exc)}
+
+
+def run_seeds(config: str, seeds: list[int], steps: int, jobs: int, client=None):
+    """Outcomes in seed order; with ``jobs`` > 1 each seed runs in a forked
+    child of this process (imports and compiled kernels already warm), up to
+    ``jobs`` at once; with a Dask ``client``, each seed is a task on its
+    cluster. An error that is not a violation stops the campaign."""
+    if client is not None:
+        from controllers.verify import distributed
+        yield from distributed.campaign_outcomes(client, config, seeds, steps)
+        return
+    if jobs <= 1:
+        for seed in seeds:
+            yield _seed_outcome(config, seed, steps)
+        return
+    warm_up()   # the kernels compiled (or loaded from numba's cache) once here, not once per child
+    ready, nxt = {}, 0
+    with ForkPool(jobs) as pool:
+        def arrived(done):
+            nonlocal nxt
+            for seed, answer in done:
+                if not answer["ok"]:
+                    raise RuntimeError(f"seed {seed}: {answer['error']}\n{answer.get('traceback', '')}")
+                ready[seed] = answer["result"]
+            while nxt < len(seeds) and seeds[nxt] in ready:
+                yield ready.pop(seeds[nxt])
+                nxt += 1
+        for seed in seeds:
+            yield from arrived(pool.submit(seed, lambda seed=seed: _seed_outcome(config, seed, steps)))
+        yield from arrived(pool.drain())
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="emu campaign", description="seeded fault campaign")
     p.add_argument("config")
     p.add_argument("--seed", type=int, help="one seed (reproduce a failure)")
     p.add_argument("--seeds", type=int, default=10, help="run seeds 1..N")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--jobs", type=int, default=2, help="seeds run at once (forked children)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the seeds on this Dask cluster")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if args.jobs < 1:
+        print("emu campaign: --jobs must be at least 1", file=sys.stderr)
+        return 2
     seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
-    failed = 0
-    for seed in seeds:
-        try:
-            res = run_seed(args.config, seed, args.steps)
-            print(f"seed {seed}: ok ({res['mode']}, {res['writes']} writes; {' '.join(res['actions'])})")
-        except Violation as exc:
-            failed += 1
-            print(f"seed {seed}: FAILED: {exc}")
-            print(f"  reproduce with: emu campaign {args.config} --seed {seed} --steps {args.steps}")
-    print(f"{len(seeds) - failed} passed, {failed} failed")
+    t0_s = time.monotonic()
+    client = None
+    if args.scheduler:
+        from controllers.verify import distributed
+        client = distributed.connect(args.scheduler)
+    try:
+        failed = sum(not res["ok"] for res in _print_outcomes(run_seeds(args.config, seeds, args.steps, args.jobs,
+                                                                         client), args))
+    finally:
+        if client is not None:
+            client.close()
+    took_s = time.monotonic() - t0_s
+    where = f"on {args.scheduler}" if args.scheduler else f"{args.jobs} jobs"
+    print(f"{len(seeds) - failed} passed, {failed} failed; {len(seeds)} seeds in {took_s:.1f} s "
+          f"({60 * len(seeds) / max(took_s, 1e-9):.1f} seeds/min, {where})")
     return 1 if failed else 0
+
+
+def _print_outcomes(outcomes, args):
+    """Print each seed's line as it comes; pass the outcome on."""
+    for res in outcomes:
+        seed = res["seed"]
+        if res["ok"]:
+            print(f"seed {seed}: ok ({res['mode']}, {res['writes']} writes; {' '.join(res['actions'])})", flush=True)
+        else:
+            print(f"seed {seed}: FAILED: {res['violation']}")
+            print(f"  reproduce with: emu campaign {args.config} --seed {seed} --steps {args.steps}", flush=True)
+        yield res
 
 
 if __name__ == "__main__":

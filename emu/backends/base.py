@@ -122,6 +122,9 @@ class Backend(ABC):
         self.signals: list[tuple[int, str, str]] = []
         #: actors noticed dead since the last take_deaths
         self.deaths: list[str] = []
+        #: matching records the event that fired the last watch traced after
+        #: the one that fired it (the stop is after the whole event)
+        self.watch_overrun = 0
 
     # -- lifecycle ----------------------------------------------------------------
     @abstractmethod
@@ -164,7 +167,10 @@ class Backend(ABC):
         """Arm the watch: right after the ``count``-th trace record whose step
         is in ``steps``, append ``(its time_ns, its actor, WATCH_SIGNAL)`` to
         ``signals`` and disarm, so ``run(..., exact_signal=WATCH_SIGNAL)``
-        stops exactly there. A backend without exact stops raises ValueError."""
+        stops exactly there; ``watch_overrun`` then counts the matching records
+        that same event traced after it (they are passed as well, so a run
+        going on from this stop must not count them again). A backend without
+        exact stops raises ValueError."""
         raise NotImplementedError
 
     @abstractmethod

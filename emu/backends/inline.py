@@ -83,18 +83,20 @@ class InlineBackend(Backend):
     # -- crash-point watch -------------------------------------------------------
     def set_watch(self, steps: set[int], count: int) -> None:
         self.watch_steps, self.watch_left = set(steps), int(count)
+        self.watch_overrun = 0
 
     def clear_watch(self) -> None:
         self.watch_steps = None
 
     def _count_watched(self, records) -> None:
         steps = self.watch_steps
-        for r in records:
+        for i, r in enumerate(records):
             if r[4] in steps:
                 self.watch_left -= 1
                 if self.watch_left == 0:
                     self.signals.append((r[0], r[1], WATCH_SIGNAL))
                     self.watch_steps = None
+                    self.watch_overrun = sum(1 for later in records[i + 1:] if later[4] in steps)
                     return
 
     def next_ns(self) -> int:

@@ -23,7 +23,6 @@ the actor, the event and the virtual time; the coordinator raises it as
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import importlib
 import multiprocessing as mp
@@ -42,6 +41,7 @@ import zmq
 from emu import wire
 from emu.actor import NEVER_NS, ActorHost
 from emu.backends.base import ActorFailed, Backend, RackError, call_handler, event_failed, make_host
+from emu.forks import die_with_parent
 from emu.shm import SharedRegion
 from emu.spec import RackSpec
 from emu.wire import Cmd
@@ -82,15 +82,6 @@ def _context(preload: list[str]):
     return _mp_ctx
 
 
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: the kernel kills us if our parent dies (no orphans)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
-
-
 def _enc(obj):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -113,7 +104,7 @@ def worker_main(job: dict) -> None:
     # ps/top tell the devices apart: emu:RACK:ACTOR (setproctitle rewrites argv,
     # which ps shows; prctl's 15-character comm name would not fit)
     setproctitle.setproctitle(f"emu:{job['rack']}:{job['name']}")
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)

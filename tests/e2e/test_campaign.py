@@ -28,3 +28,13 @@ def test_campaign_seed(seed):
     assert result["seed"] == seed and result["actions"], f"seed={seed}: nothing was exercised"
     if f"campaign/{seed}" in golden.pinned("campaign/") or os.environ.get("EMU_UPDATE_GOLDEN") == "1":
         golden.check(f"campaign/{seed}", result["trace_sha256"])   # behaviour unchanged since pinned
+
+
+def test_forked_seeds_give_the_same_outcomes_in_seed_order():
+    """--jobs 2 runs seeds in forked children: same outcomes (trace sha256
+    included), same order, as one seed after another."""
+    from controllers.verify.campaign import run_seeds
+    one = list(run_seeds(CFG, [3, 1, 2], 3, jobs=1))
+    two = list(run_seeds(CFG, [3, 1, 2], 3, jobs=2))
+    assert [r["seed"] for r in two] == [3, 1, 2]
+    assert one == two

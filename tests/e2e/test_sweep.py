@@ -6,8 +6,15 @@
   fail), and the printed reproduce command reproduces a failure exactly;
 * a remote DKC killed and restarted at sampled points still ends consistent;
 * the format-write shortcut breaks the prefix consistency of a time-ordered
-  copy without protection (and nothing else does in that scenario).
+  copy without protection (and nothing else does in that scenario);
+* fork snapshots and replay give the same result and the same trace sha256
+  at every point, also at points inside one event and before the copy's
+  first record;
+* --jsonl streams one line per point; --artifacts keeps failures only.
 """
+
+import json
+import os
 
 from pathlib import Path
 
@@ -70,3 +77,75 @@ def test_format_write_shortcut_breaks_prefix_consistency_of_the_time_ordered_cop
                   progress=lambda m: None)
     assert off["checker_pct"] == 100.0, [(f["k"], f["problems"][:1]) for f in off["failures"]]
     assert on["checker_pct"] < 100.0, "the shortcut never broke the order: the test proves nothing"
+
+
+@pytest.mark.parametrize("fault,spec,settings", [
+    # 285-300: points before the copy's first record, and events tracing several recovery steps
+    ("master-loss", "range:285-300", {}),
+    ("remote-dkc-restart", "sample:4", {"method": "stage-new"}),
+    ("master-loss", "sample:5", {"method": "none", "order": "bitmap"}),
+])
+def test_fork_snapshots_equal_replay(fault, spec, settings):
+    """The fork method is a faster way to the same rack states: every point's
+    result, trace sha256 included, equals the replay's, byte for byte."""
+    runs = {}
+    for method in sw.METHODS_RUN:
+        lines = []
+        s = sw.sweep(CFG, PREAMBLE, 1, settings, fault, spec, 2, progress=lambda m: None, method=method,
+                     on_result=lambda r: lines.append(sw.point_line(1, settings, fault, r)))
+        runs[method] = (s["points"], lines)
+    assert runs["fork"][0] == runs["replay"][0]
+    hashes = [json.loads(ln)["trace_sha256"] for ln in runs["replay"][1]]
+    assert len(set(hashes)) > 1, "every point has one trace: the comparison proves nothing"
+    for fork_line, replay_line in zip(*(runs[m][1] for m in sw.METHODS_RUN)):
+        assert fork_line == replay_line
+    assert len(runs["fork"][1]) == len(runs["replay"][1]) == len(runs["replay"][0])
+
+
+def test_jsonl_streams_points_and_artifacts_are_kept_for_failures_only(tmp_path, capsys):
+    out, art = tmp_path / "points.jsonl", tmp_path / "art"
+    code = sw.main([CFG, str(ROOT / "scenarios" / "sweep.emu"), "--method", "none", "--order", "bitmap",
+                    "--crash-points", "sample:4", "--jobs", "2", "--jsonl", str(out), "--artifacts", str(art)])
+    assert code == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["k"] for r in rows] == sorted(r["k"] for r in rows) and len(rows) == 4
+    failed = sorted(r["k"] for r in rows if not r["consistent"])
+    kept = sorted(int(d.name.rsplit("-k", 1)[1]) for d in art.iterdir())
+    assert failed and kept == failed, (failed, kept)
+    d = next(art.iterdir())
+    assert {"trace.txt", "writes.csv", "result.json", "reproduce.txt", "ldev0.img"} <= {f.name for f in d.iterdir()}
+    assert json.loads((d / "result.json").read_text())["consistent"] is False
+    assert "[" in capsys.readouterr().out   # the matrix shows intervals
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634),
+                                       (40, 40, 0.9124, 1.0)])
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    """Published 95% Wilson bounds (e.g. Newcombe 1998, table I: 0/10 -> 0-0.2775)."""
+    got = sw.wilson(k, n)
+    assert abs(got[0] - lo) < 5e-4 and abs(got[1] - hi) < 5e-4, got
+    assert sw.cell(k, n).startswith(f"{k}/{n} [")
+
+
+def _children() -> list[int]:
+    me, kids = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[1] == me and stat[0] != "Z":
+            kids.append(int(pid))
+    return kids
+
+
+def test_an_aborted_fork_sweep_leaves_no_child_behind():
+    """The consumer fails after the first point: the sweep raises, and its
+    snapshot children are killed and reaped before it returns."""
+    before = set(_children())
+
+    def fail(result):
+        raise RuntimeError("consumer failed")
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        sw.sweep(CFG, PREAMBLE, 1, {}, "master-loss", "sample:6", 2, progress=lambda m: None, on_result=fail)
+    assert set(_children()) <= before
