@@ -53,6 +53,24 @@ def test_remote_dkc_restart_points_stay_consistent():
     assert s["consistent_pct"] == 100.0, [(f["k"], f["problems"][:1]) for f in s["failures"]]
 
 
+def test_remote_dkc_killed_during_the_rollback_still_ends_at_the_suspension_image():
+    """Issue 10 item 4: the master lost at point k, the remote DKC killed
+    after its j-th restored track and restarted; every point still ends at
+    the suspension image, and the kills really landed inside rollbacks."""
+    import io
+    landed = 0
+    for k in (700, 1500, 2300):
+        buf = io.StringIO()
+        r = sw.run_point(CFG, PREAMBLE, 1, {"method": "save-old"}, "remote-dkc-kill-during-rollback", k,
+                         trace_out=buf)
+        assert r["consistent"] and r["rollback_exact"], r
+        events = [line.split()[3] for line in buf.getvalue().splitlines()]
+        if "dkc.restart" in events and "rc_rollback_started" in events:
+            restart = events.index("dkc.restart")
+            landed += restart > events.index("rc_rollback_started") and "rc_rollback_done" in events[restart:]
+    assert landed, "no kill landed inside a rollback: the fault proves nothing"
+
+
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert sw.main([CFG, str(tmp_path / "none.emu")]) == 2
     bad = tmp_path / "bad.emu"
