@@ -64,6 +64,8 @@ class MasterSession:
     time_units: dict[str, str] = field(default_factory=dict)  # pair -> queue unit (time order)
     rr: int = 0
     plan: dict = field(default_factory=dict)
+    #: number of the next copy message (the remote applies them in this order only)
+    next_copy_seq: int = 0
 
     @property
     def timer_name(self) -> str:
@@ -270,25 +272,38 @@ def send_from_bitmap(fw: FirmwareHost, session: MasterSession, name: str) -> boo
     except ValueError as exc:   # the source track is lost here: never send bytes nobody can vouch for
         abort(fw, session, list(session.pair_names), reason=f"data loss at {fw.site}: {exc}")
         return False
-    s408_issue_write(fw, session, pair, track, 0, data)
+    s408_issue_write(fw, session, pair, [(track, 0, data)])
     return True
 
 
 def send_from_queue(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
-    """Time-series order (claim 3): send the oldest valid node of the unit."""
+    """Time-series order (claim 3): send the oldest valid nodes of the unit.
+    Beyond the patent: consecutive head nodes of one pair go in one message
+    (a batch, in queue order, at most one track's bytes), so a queue of
+    small updates costs one controller command per track, not per update;
+    the remote applies the pieces in that order."""
     queue = fw.tsq[session.time_units[name]]
+    pair, pieces, nbytes = None, [], 0
     while len(queue):
-        node = queue.pop_head()
+        node = queue.head_node()
         if not node.valid:
+            queue.pop_head()
             continue
-        pair = next(p for p in fw.pairs.by_master_ldev(fw.site, node.ldev) if p.name in session.active)
+        owner = next(p for p in fw.pairs.by_master_ldev(fw.site, node.ldev) if p.name in session.active)
+        size = queue.data_bytes(node)
+        if pair is not None and (owner is not pair or nbytes + size > fw.store.track_bytes):
+            break   # the next update is another pair's, or would overfill the batch: next message
+        queue.pop_head()
+        pair = owner
         fw.trace(407 if not session.searched[pair.name] else 410, "tsq_head", sid=session.sid,
                  pair=pair.name, track=node.track, node=node.node_id)
         session.searched[pair.name] = True
-        offset = node.phys_lba - node.track * fw.sectors_per_track
-        s408_issue_write(fw, session, pair, node.track, offset, queue.take_data(node))
-        return True
-    return False
+        pieces.append((node.track, node.phys_lba - node.track * fw.sectors_per_track, queue.take_data(node)))
+        nbytes += size
+    if not pieces:
+        return False
+    s408_issue_write(fw, session, pair, pieces)
+    return True
 
 
 def s407_search(fw: FirmwareHost, session: MasterSession, pair) -> int | None:
@@ -307,22 +322,25 @@ def s410_search_next(fw: FirmwareHost, session: MasterSession, pair) -> int | No
     return track
 
 
-def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, track: int, offset_sectors: int,
-                     data: bytes) -> None:
-    """408: "build and issue a write command carrying that track"."""
-    if pair.name not in session.time_units:
-        pair.bitmap.clear(track)  # time order: bits stay until the unit reached
-    pair.sent[track] = True
-    session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
+def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, pieces: list[tuple[int, int, bytes]]) -> None:
+    """408: "build and issue a write command carrying that track" (in time
+    order: the batch of updates ``pieces``, each (track, offset, data))."""
+    for track, _, _ in pieces:
+        if pair.name not in session.time_units:
+            pair.bitmap.clear(track)  # time order: bits stay until the unit reached
+        pair.sent[track] = True
+        session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
     session.outstanding[pair.name] += 1
     session.in_flight += 1
-    assert session.in_flight <= session.window, f"{session.in_flight} tracks in flight, window {session.window}"
+    assert session.in_flight <= session.window, f"{session.in_flight} messages in flight, window {session.window}"
+    seq = session.next_copy_seq
+    session.next_copy_seq += 1
     fw.send(session.remote_site, {"kind": MsgKind.COPY_TRACK.value, "sid": session.sid, "pair": pair.name,
-                                  "track": track, "offset": offset_sectors, "data": data})
+                                  "seq": seq, "pieces": pieces})
     # the initial copy's sends are part of 353 but not its end: their own name, no step
     fw.trace(408 if session.kind == RECOVERY else None,
              "track_sent" if session.kind == RECOVERY else "initial_track_sent", sid=session.sid,
-             pair=pair.name, track=track, in_flight=session.in_flight)
+             pair=pair.name, track=pieces[0][0], pieces=len(pieces), seq=seq, in_flight=session.in_flight)
 
 
 def s409_write_end(fw: FirmwareHost, now_ns: int, session: MasterSession, msg: dict) -> None:

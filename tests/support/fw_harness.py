@@ -107,6 +107,20 @@ class Harness:
             if site not in self.dead:
                 self.command(site, {"cmd": "link_up" if up else "link_down", "site": other})
 
+    def in_flight(self, kind: str) -> list[dict]:
+        """Peer messages of ``kind`` on the links now, in delivery order."""
+        return [e[3][2] for e in sorted(self.heap) if e[2] == "peer" and e[3][2].get("kind") == kind]
+
+    def swap_in_flight(self, kind: str) -> None:
+        """A link that reorders: the first two peer messages of ``kind`` in
+        flight arrive in each other's place."""
+        idx = sorted((e for e in range(len(self.heap)) if self.heap[e][2] == "peer"
+                      and self.heap[e][3][2].get("kind") == kind), key=lambda e: self.heap[e][:2])
+        if len(idx) < 2:
+            raise RuntimeError(f"fewer than two {kind} messages in flight")
+        a, b = self.heap[idx[0]], self.heap[idx[1]]
+        self.heap[idx[0]], self.heap[idx[1]] = (*a[:3], b[3]), (*b[:3], a[3])   # keys unchanged: still a heap
+
     def restart_timers(self, site: str) -> None:
         """A restarted DKC process lost its timers: drop them and re-arm from
         the firmware's non-volatile state (`DkcFirmware.timers()`)."""
