@@ -5,7 +5,7 @@ tracks) forms its pairs; after ``RUN_MS`` of virtual time we read each
 master disk's deepest queue (``queue_max``) and backlog, and the link's
 busy share. Two links: the configured 1 Gb/s (the disks are the
 bottleneck: four HP 97560 stream about 2.4 MB/s each, the link 125 MB/s),
-and 50 Mb/s (the link is the bottleneck).
+and 20 Mb/s (the link is the bottleneck).
 
 Targets: the disks' queues stay bounded by the copy window plus its
 read-ahead (tens, never thousands); where the link is the bottleneck it
@@ -89,7 +89,7 @@ def initial_copy_disks(bandwidth: str = "1Gb/s", run_ms: int = RUN_MS) -> dict:
 
 
 def run() -> list[dict]:
-    return [initial_copy_disks("1Gb/s"), initial_copy_disks("50Mb/s")]
+    return [initial_copy_disks("1Gb/s"), initial_copy_disks("20Mb/s")]
 
 
 def verdicts(rows: list[dict]) -> list[str]:

@@ -124,6 +124,18 @@ class RestoreIo:
     save_slot: int | None
 
 
+@dataclass
+class CopyRead:
+    """Time the disk read of track ``track`` of LDEV ``ldev``, which the copy
+    ``sid`` (initial or recovery, bitmap order) will send for pair ``pair``;
+    then call ``copy_read_done(sid, pair, track)``. The bytes are taken when
+    the read is done, so the copy reads at the pace of the disks."""
+    sid: int
+    pair: str
+    ldev: int
+    track: int
+
+
 # -- the wire boundary: what each peer message must carry ---------------------------------
 _SEQ = (list, tuple)
 _BYTES = (bytes, bytearray, memoryview)

@@ -429,6 +429,17 @@ class StorageRack:
         self._notice_deaths()
         return t
 
+    def wait_mirrored(self, target: str = "all", limit_ns: int = 60 * 10 ** 9) -> int:
+        """Run until no pair of ``target`` is in its initial copy (COPY): the
+        copy reads every track from the disks, so how long that takes
+        depends on the disks, and callers wait for it instead of guessing."""
+        end = self.now_ns + limit_ns
+        while any(row["state"] == "COPY" for row in self.pairdisplay(target)):
+            if self.now_ns >= end or self.rack.run_until_event("pair.mirroring", end - self.now_ns) is None:
+                raise CommandError(f"pairs of {target} still copying after {units.fmt_ns(limit_ns)}")
+        self._notice_deaths()
+        return self.now_ns
+
     def wait_rollbacks(self, limit_ns: int = RUN_UNTIL_LIMIT_NS) -> int:
         """Run until no remote of a live site is rolling back a recovery copy
         (a rollback takes disk time, one restored track after another)."""

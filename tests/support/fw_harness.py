@@ -11,10 +11,12 @@ from __future__ import annotations
 import heapq
 
 from firmware.dkc import DkcFirmware
-from firmware.protocol import CancelTimer, DiskCost, HostDone, RestoreIo, SendPeer, SetTimer, Trace
+from firmware.protocol import CancelTimer, CopyRead, DiskCost, HostDone, RestoreIo, SendPeer, SetTimer, Trace
 
 #: time the harness charges for one restored track (from the save area / from cache)
 RESTORE_DISK_NS, RESTORE_CACHE_NS = 1_000_000, 10_000
+#: time the harness charges for one copy read (CopyRead) of a track
+COPY_READ_NS = 50_000
 from firmware.store import MemorySaveMedia, MemoryTrackStore, SaveRow
 
 STEPS_SEEN: set[int] = set()
@@ -40,6 +42,7 @@ class Harness:
         self.traces: list[tuple[str, Trace]] = []
         self.events = 0
         self.disk_bytes = 0
+        self.copy_reads = 0
 
     # -------------------------------------------------------------- set-up
     def add_site(self, site: str, params: dict, ldev_tracks: dict[int, int], track_bytes: int = 1024,
@@ -73,6 +76,9 @@ class Harness:
                 self.timers[(site, act.name)] = self.timers.get((site, act.name), 0) + 1
             elif isinstance(act, DiskCost):
                 self.disk_bytes += act.nbytes
+            elif isinstance(act, CopyRead):
+                self.copy_reads += 1
+                self._push(self.now_ns + COPY_READ_NS, "copy_read", (site, act.sid, act.pair, act.track))
             elif isinstance(act, RestoreIo):
                 delay = RESTORE_CACHE_NS if act.save_row is None else RESTORE_DISK_NS
                 self._push(self.now_ns + delay, "restore", (site, act.sid))
@@ -148,6 +154,8 @@ class Harness:
             _, name, gen = payload
             if self.timers.get((site, name)) == gen:
                 self._apply(site, fw.timer(self.now_ns, name))
+        elif kind == "copy_read":
+            self._apply(site, fw.copy_read_done(self.now_ns, *payload[1:]))
         elif kind == "restore":
             self._apply(site, fw.restore_done(self.now_ns, payload[1]))
         return True
