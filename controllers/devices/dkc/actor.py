@@ -115,7 +115,8 @@ class Dkc(Actor):
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
-                      "copy_read_hits": 0, "copy_reads_waiting_max": 0}
+                      "copy_read_hits": 0, "copy_reads_waiting_max": 0,
+                      "peer_malformed": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -346,6 +347,8 @@ class Dkc(Actor):
         for act in actions:
             if isinstance(act, Trace):
                 self.trace(act.event, step=act.step, **act.fields)
+                if act.event in _PEER_DROPS:
+                    self.stats["peer_malformed"] += 1   # the firmware's wire boundary dropped a peer message
                 if act.step in SIGNAL_STEPS:
                     self.signal(SIGNAL_STEPS[act.step])
                 elif act.step is None and act.event in SIGNAL_EVENTS:
@@ -675,6 +678,8 @@ class Dkc(Actor):
         return super().on_query(q)
 
 
+#: trace events of the firmware's wire boundary (``firmware.dkc.dispatch_peer``) that drop a peer message
+_PEER_DROPS = ("bad_peer_message", "oversized_peer_message")
 #: timer kind (the part of its name before ':') -> handler
 _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_rebuild,
            "rebuild_retry": Dkc._timer_rebuild_retry, "restore_wait": Dkc._timer_restore_wait,
