@@ -23,7 +23,7 @@ from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
 #: SVP settings the DKC firmware needs at once, not only at the next pairresync
-FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable", "cache_save_threshold")
+FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable", "cache_save_threshold", "copy_read_ahead")
 #: an SVP setting's name in the firmware's parameters, where they differ
 FIRMWARE_KEYS = {"cache_save_threshold": "cache_save_threshold_tracks"}
 
