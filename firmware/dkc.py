@@ -16,7 +16,7 @@ from firmware import mirror, views
 from firmware import pair_table as P
 from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
-from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, DiskCost, HorcTakeover, HostDone, LinkState,
+from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, CopyRead, DiskCost, HorcTakeover, HostDone, LinkState,
                                MalformedMessage, MsgKind, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                RestoreIo, SendPeer, SetParam, SetTimer, Show, Trace, check_peer_message, request_from_wire)
 from firmware.lost_tracks import LostTracks
@@ -26,7 +26,10 @@ from firmware.fig12_13_time_series import TimeSeriesQueue
 
 DEFAULTS = {"cache_save_threshold_tracks": 8, "keep_raid5": False, "spares_usable": True,
             "format_shortcut": True, "queue_unit": "ldev", "tsq_max_nodes": 4096,
-            "init_window": 8, "max_pending_writes": 4096, "max_saved_nodes": 1 << 20}
+            "init_window": 8, "max_pending_writes": 4096, "max_saved_nodes": 1 << 20,
+            #: tracks a bitmap-order copy may read beyond its window: the disks
+            #: keep streaming while the link carries the window
+            "copy_read_ahead": 8}
 
 _VOLATILE = ("store", "save_media", "_out")
 
@@ -84,6 +87,14 @@ class DkcFirmware:
                    save_slot: int | None) -> None:
         self._out.append(RestoreIo(sid, tag, ldev, track, save_row, save_slot))
 
+    def copy_read(self, sid: int, pair: str, ldev: int, track: int) -> None:
+        self._out.append(CopyRead(sid, pair, ldev, track))
+
+    def copy_read_done(self, now_ns: int, sid: int, pair: str, track: int) -> list:
+        """The DKC finished timing the ``CopyRead`` of this track."""
+        RM.copy_read_done(self, now_ns, sid, pair, track)
+        return self._flush()
+
     def restore_done(self, now_ns: int, sid: int, tag: int) -> list:
         """The DKC read the saved copy of ``RestoreIo`` ``tag`` of copy ``sid``."""
         RR.restore_io_done(self, now_ns, sid, tag)
@@ -102,6 +113,11 @@ class DkcFirmware:
         data = self.store.read_track(ldev, track)
         self.disk_cost("read", ldev, track, len(data))
         return data
+
+    def read_copied(self, ldev: int, track: int) -> bytes:
+        """The bytes of a track whose disk read a ``CopyRead`` already timed."""
+        self.lost.check(ldev, track, track, "read of")
+        return self.store.read_track(ldev, track)
 
     def write_home(self, ldev: int, track: int, data: bytes) -> None:
         self.store.write_track(ldev, track, data)
@@ -196,11 +212,14 @@ class DkcFirmware:
         if self.lost:
             self.lost.check(ldev, 0, self.store.ldev_tracks(ldev) - 1, "export of")
 
-    def timers(self) -> list[SetTimer]:
+    def timers(self) -> list[SetTimer | CopyRead]:
         """Timers implied by the non-volatile state: the DKC actor re-arms
-        them after `restore` (a restarted process has no timers)."""
+        them after `restore` (a restarted process has no timers), and issues
+        again the copy reads it was timing."""
         armed = [SetTimer(s.timer_name, s.deadline_at_ns) for _, s in sorted(self.sessions.items())
                  if s.deadline_at_ns is not None]
+        for _, s in sorted(self.sessions.items()):
+            armed += [CopyRead(s.sid, name, self.pairs.get(name).m_ldev, track) for name, track in s.reading]
         rs = self.rsession
         if rs is not None and rs.rolling_back:
             armed.append(SetTimer(f"rc_restore:{rs.sid}", 0))   # finish the rollback from the NVM's cursor

@@ -85,22 +85,32 @@ def on_pair_split(fw: FirmwareHost, now_ns, from_site, msg):
 
 
 def on_copy_track(fw: FirmwareHost, now_ns, from_site, msg):
-    """A track of the initial copy (353) or of the recovery copy (408 -> 506)."""
+    """A track of the initial copy (353) or of the recovery copy (408 -> 506);
+    in time order, a batch of one pair's updates, applied in queue order, each
+    piece through the same path as a single track. The first piece refused
+    stops the batch (the master aborts the copy on the refusal)."""
     pair = fw.pairs.pairs.get(msg["pair"])
     error = None
     if pair is None:
         error = f"no pair {msg['pair']}"
     elif RR.covers(fw.rsession, pair.name):
-        if fw.rsession.sid == msg["sid"]:
-            error = RR.protected_write(fw, fw.rsession, pair, msg["track"], msg["offset"], msg["data"])
-        else:
+        if fw.rsession.sid != msg["sid"]:
             error = f"stale copy session {msg['sid']}"
+        else:
+            error = RR.check_copy_order(fw, fw.rsession, msg["seq"])
+        for track, offset, data in msg["pieces"] if error is None else ():
+            error = RR.protected_write(fw, fw.rsession, pair, track, offset, data)
+            if error is not None:
+                break
     elif pair.state in (P.COPY, P.PAIR):
-        error = write_direct(fw, pair.r_ldev, msg["track"], msg["offset"], msg["data"])
+        for track, offset, data in msg["pieces"]:
+            error = write_direct(fw, pair.r_ldev, track, offset, data)
+            if error is not None:
+                break
     else:
         error = f"pair {msg['pair']} not accepting copy ({pair.state})"
     fw.send(from_site, {"kind": MsgKind.COPY_TRACK_ACK.value, "sid": msg["sid"], "pair": msg["pair"],
-                        "track": msg["track"], "ok": error is None, "error": error})
+                        "seq": msg["seq"], "track": msg["pieces"][0][0], "ok": error is None, "error": error})
 
 
 def on_copy_track_ack(fw: FirmwareHost, now_ns, from_site, msg):

@@ -64,6 +64,12 @@ class MasterSession:
     time_units: dict[str, str] = field(default_factory=dict)  # pair -> queue unit (time order)
     rr: int = 0
     plan: dict = field(default_factory=dict)
+    #: number of the next copy message (the remote applies them in this order only)
+    next_copy_seq: int = 0
+    #: bitmap order: (pair, track) whose disk read (CopyRead) is being timed
+    reading: list[tuple[str, int]] = field(default_factory=list)
+    #: bitmap order: (pair, track) read and waiting for a place in the window
+    ready: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def timer_name(self) -> str:
@@ -212,7 +218,12 @@ def s412_admit_next(fw: FirmwareHost, session: MasterSession) -> None:
 # ---------------------------------------------------------------- 407-411 loop
 
 def pump(fw: FirmwareHost, session: MasterSession) -> None:
-    """Keep up to `window` tracks outstanding; detect reached pairs and completion."""
+    """Keep up to `window` messages outstanding; detect reached pairs and completion.
+    Beyond the patent: a bitmap-order track is read from the disks first
+    (CopyRead) and sent when its read is done; the reads being timed, the
+    tracks read and not yet sent and the messages in flight together stay
+    within the window plus ``copy_read_ahead`` tracks, so the copy reads at
+    the pace of the link and the disks, never faster than either."""
     progress = True
     while progress and session.phase == "copying":
         progress = False
@@ -221,12 +232,20 @@ def pump(fw: FirmwareHost, session: MasterSession) -> None:
                 s411_reached(fw, session, name)
                 s412_admit_next(fw, session)
                 progress = True
-        while session.in_flight < session.window and session.active:
-            if not send_one(fw, session):
-                break
+        while session.ready and session.in_flight < session.window and session.phase == "copying":
+            send_read_track(fw, session, *session.ready.pop(0))
+            progress = True
+        while session.active and session.phase == "copying" and send_one(fw, session):
             progress = True
     if session.phase == "copying" and not session.active and not session.waiting:
         s413_complete(fw, session)
+
+
+def read_budget_left(fw: FirmwareHost, session: MasterSession) -> bool:
+    """Room for one more copy read: reads + read tracks + messages in flight
+    stay under the window plus the read-ahead."""
+    held = len(session.reading) + len(session.ready) + session.in_flight
+    return held < session.window + int(fw.params["copy_read_ahead"])
 
 
 def done_sending(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
@@ -242,14 +261,15 @@ def done_sending(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
 
 
 def send_one(fw: FirmwareHost, session: MasterSession) -> bool:
-    """Round-robin over active pairs: send the next marked track of one of them."""
+    """Round-robin over active pairs: start the next track of one of them (a
+    read in bitmap order, a message in time order), if its budget allows."""
     count = len(session.active)
     for i in range(count):
         name = session.active[(session.rr + i) % count]
         if name in session.time_units:
-            sent = send_from_queue(fw, session, name)
+            sent = session.in_flight < session.window and send_from_queue(fw, session, name)
         else:
-            sent = send_from_bitmap(fw, session, name)
+            sent = read_budget_left(fw, session) and send_from_bitmap(fw, session, name)
         if sent:
             session.rr = (session.rr + i + 1) % max(1, count)
             return True
@@ -257,6 +277,10 @@ def send_one(fw: FirmwareHost, session: MasterSession) -> bool:
 
 
 def send_from_bitmap(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
+    """Pick the next marked track (407/410) and read it from the disks; it is
+    sent (408) when the read is done (``copy_read_done``). The track counts
+    as sent from now on: its bit is cleared and a host write to it is
+    mirrored; the bytes are taken when the read ends, so they hold that write."""
     pair = fw.pairs.get(name)
     if not session.searched[name]:
         track = s407_search(fw, session, pair)
@@ -265,30 +289,67 @@ def send_from_bitmap(fw: FirmwareHost, session: MasterSession, name: str) -> boo
         track = s410_search_next(fw, session, pair)
     if track is None:
         return False
-    try:
-        data = fw.read_home(pair.m_ldev, track)
-    except ValueError as exc:   # the source track is lost here: never send bytes nobody can vouch for
-        abort(fw, session, list(session.pair_names), reason=f"data loss at {fw.site}: {exc}")
-        return False
-    s408_issue_write(fw, session, pair, track, 0, data)
+    mark_sent(session, pair, [track])
+    session.reading.append((name, track))
+    fw.copy_read(session.sid, name, pair.m_ldev, track)
     return True
 
 
+def copy_read_done(fw: FirmwareHost, now_ns: int, sid: int, name: str, track: int) -> None:
+    """The DKC finished timing the read of a track of copy ``sid``: send it
+    when the window has room, else hold it (read ahead) until an ack."""
+    session = fw.sessions.get(sid)
+    if session is None or (name, track) not in session.reading:
+        return   # the copy ended (aborted) while the disks read
+    session.reading.remove((name, track))
+    if session.phase != "copying":
+        return
+    if session.in_flight < session.window and not session.ready:
+        send_read_track(fw, session, name, track)
+    else:
+        session.ready.append((name, track))
+    pump(fw, session)
+
+
+def send_read_track(fw: FirmwareHost, session: MasterSession, name: str, track: int) -> None:
+    pair = fw.pairs.get(name)
+    try:
+        data = fw.read_copied(pair.m_ldev, track)
+    except ValueError as exc:   # the source track is lost here: never send bytes nobody can vouch for
+        abort(fw, session, list(session.pair_names), reason=f"data loss at {fw.site}: {exc}")
+        return
+    s408_issue_write(fw, session, pair, [(track, 0, data)])
+
+
 def send_from_queue(fw: FirmwareHost, session: MasterSession, name: str) -> bool:
-    """Time-series order (claim 3): send the oldest valid node of the unit."""
+    """Time-series order (claim 3): send the oldest valid nodes of the unit.
+    Beyond the patent: consecutive head nodes of one pair go in one message
+    (a batch, in queue order, at most one track's bytes), so a queue of
+    small updates costs one controller command per track, not per update;
+    the remote applies the pieces in that order."""
     queue = fw.tsq[session.time_units[name]]
+    pair, pieces, nbytes = None, [], 0
     while len(queue):
-        node = queue.pop_head()
+        node = queue.head_node()
         if not node.valid:
+            queue.pop_head()
             continue
-        pair = next(p for p in fw.pairs.by_master_ldev(fw.site, node.ldev) if p.name in session.active)
+        owner = next(p for p in fw.pairs.by_master_ldev(fw.site, node.ldev) if p.name in session.active)
+        size = queue.data_bytes(node)
+        if pair is not None and (owner is not pair or nbytes + size > fw.store.track_bytes):
+            break   # the next update is another pair's, or would overfill the batch: next message
+        queue.pop_head()
+        pair = owner
         fw.trace(407 if not session.searched[pair.name] else 410, "tsq_head", sid=session.sid,
                  pair=pair.name, track=node.track, node=node.node_id)
         session.searched[pair.name] = True
-        offset = node.phys_lba - node.track * fw.sectors_per_track
-        s408_issue_write(fw, session, pair, node.track, offset, queue.take_data(node))
-        return True
-    return False
+        pieces.append((node.track, node.phys_lba - node.track * fw.sectors_per_track, queue.take_data(node)))
+        nbytes += size
+    if not pieces:
+        return False
+    mark_sent(session, pair, [t for t, _, _ in pieces])
+    s408_issue_write(fw, session, pair, pieces)
+    return True
 
 
 def s407_search(fw: FirmwareHost, session: MasterSession, pair) -> int | None:
@@ -307,22 +368,31 @@ def s410_search_next(fw: FirmwareHost, session: MasterSession, pair) -> int | No
     return track
 
 
-def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, track: int, offset_sectors: int,
-                     data: bytes) -> None:
-    """408: "build and issue a write command carrying that track"."""
-    if pair.name not in session.time_units:
-        pair.bitmap.clear(track)  # time order: bits stay until the unit reached
-    pair.sent[track] = True
-    session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
+def mark_sent(session: MasterSession, pair, tracks: list[int]) -> None:
+    """The tracks of one message to come count as sent: the remote may hold
+    them from now on (an abort sets their bits again), and the pair is not
+    reached before its answer."""
+    for track in tracks:
+        if pair.name not in session.time_units:
+            pair.bitmap.clear(track)  # time order: bits stay until the unit reached
+        pair.sent[track] = True
+        session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
     session.outstanding[pair.name] += 1
+
+
+def s408_issue_write(fw: FirmwareHost, session: MasterSession, pair, pieces: list[tuple[int, int, bytes]]) -> None:
+    """408: "build and issue a write command carrying that track" (in time
+    order: the batch of updates ``pieces``, each (track, offset, data))."""
     session.in_flight += 1
-    assert session.in_flight <= session.window, f"{session.in_flight} tracks in flight, window {session.window}"
+    assert session.in_flight <= session.window, f"{session.in_flight} messages in flight, window {session.window}"
+    seq = session.next_copy_seq
+    session.next_copy_seq += 1
     fw.send(session.remote_site, {"kind": MsgKind.COPY_TRACK.value, "sid": session.sid, "pair": pair.name,
-                                  "track": track, "offset": offset_sectors, "data": data})
+                                  "seq": seq, "pieces": pieces})
     # the initial copy's sends are part of 353 but not its end: their own name, no step
     fw.trace(408 if session.kind == RECOVERY else None,
              "track_sent" if session.kind == RECOVERY else "initial_track_sent", sid=session.sid,
-             pair=pair.name, track=track, in_flight=session.in_flight)
+             pair=pair.name, track=pieces[0][0], pieces=len(pieces), seq=seq, in_flight=session.in_flight)
 
 
 def s409_write_end(fw: FirmwareHost, now_ns: int, session: MasterSession, msg: dict) -> None:

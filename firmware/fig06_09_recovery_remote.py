@@ -64,6 +64,8 @@ class RemoteSession:
     takeover: list[str] = field(default_factory=list)
     #: a start instruction from the master that arrived during the rollback
     pending_start: dict | None = None
+    #: number of the next copy message to apply (the master numbers them from 0)
+    next_copy_seq: int = 0
 
     def rolled_back_pairs(self) -> list[str]:
         """Pairs whose LDEV returns to the suspension image on timeout (516):
@@ -139,6 +141,19 @@ def s505_wait(fw: FirmwareHost, session: RemoteSession, event: str) -> None:
 def covers(session: RemoteSession | None, pair_name: str) -> bool:
     return (session is not None and session.in_progress and not session.rolling_back
             and pair_name in session.pair_names)
+
+
+def check_copy_order(fw: FirmwareHost, session: RemoteSession, seq: int) -> str | None:
+    """Beyond the patent: copy messages are applied in the order the master
+    sent them, never otherwise. In time order (Figs. 12/13) a batch applied
+    after a later one would put an older update over a newer; a gap means a
+    message was lost. Either is refused with nothing of it applied (the
+    master aborts the copy, the rollback restores the suspension image)."""
+    if seq != session.next_copy_seq:
+        fw.trace(None, "copy_out_of_order", sid=session.sid, seq=seq, expected=session.next_copy_seq)
+        return f"copy message {seq} out of order (expected {session.next_copy_seq})"
+    session.next_copy_seq += 1
+    return None
 
 
 def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, offset_sectors: int,

@@ -116,6 +116,13 @@ class TimeSeriesQueue:
             del self.format_node[(node.ldev, node.track)]
         return node
 
+    def head_node(self) -> TsNode | None:
+        """The oldest node, left in the queue."""
+        return None if self.head is None else self.nodes[self.head]
+
+    def data_bytes(self, node: TsNode) -> int:
+        return len(self.cache[node.cache_addr])
+
     def take_data(self, node: TsNode) -> bytes:
         return self.cache.pop(node.cache_addr)
 

@@ -51,8 +51,8 @@ class MsgKind(str, Enum):
     PAIR_CREATE_OK = "pair_create_ok"    # r->m {pairs, ok, error} (352)
     PAIR_READY = "pair_ready"            # m->r {sid, pair}: initial copy done (353)
     PAIR_SPLIT = "pair_split"            # m->r {pairs, delete}
-    COPY_TRACK = "copy_track"            # m->r {sid, pair, track, offset, data} (353, 408)
-    COPY_TRACK_ACK = "copy_track_ack"    # r->m {sid, pair, track, ok, error}
+    COPY_TRACK = "copy_track"            # m->r {sid, pair, seq, pieces:[(track, offset, data)]} (353, 408)
+    COPY_TRACK_ACK = "copy_track_ack"    # r->m {sid, pair, seq, track, ok, error}
     RC_WRITE = "rc_write"                # m->r {seq, pieces:[(pair, track, offset, data)]}
     RC_WRITE_ACK = "rc_write_ack"        # r->m {seq, ok, error}
     RC_CONFIG_REQ = "rc_config_req"      # m->r {sid} (403)
@@ -125,6 +125,18 @@ class RestoreIo:
     save_slot: int | None
 
 
+@dataclass
+class CopyRead:
+    """Time the disk read of track ``track`` of LDEV ``ldev``, which the copy
+    ``sid`` (initial or recovery, bitmap order) will send for pair ``pair``;
+    then call ``copy_read_done(sid, pair, track)``. The bytes are taken when
+    the read is done, so the copy reads at the pace of the disks."""
+    sid: int
+    pair: str
+    ldev: int
+    track: int
+
+
 # -- the wire boundary: what each peer message must carry ---------------------------------
 _SEQ = (list, tuple)
 _BYTES = (bytes, bytearray, memoryview)
@@ -138,8 +150,8 @@ PEER_FIELDS: dict[str, dict[str, tuple]] = {
     MsgKind.PAIR_CREATE_OK.value: {"pairs": _SEQ},
     MsgKind.PAIR_READY.value: {"pair": (str,)},
     MsgKind.PAIR_SPLIT.value: {"pairs": _SEQ, "delete": _BOOL},
-    MsgKind.COPY_TRACK.value: {"sid": _INT, "pair": (str,), "track": _INT, "offset": _INT, "data": _BYTES},
-    MsgKind.COPY_TRACK_ACK.value: {"sid": _INT, "pair": (str,), "track": _INT, "ok": _BOOL},
+    MsgKind.COPY_TRACK.value: {"sid": _INT, "pair": (str,), "seq": _INT, "pieces": _SEQ},
+    MsgKind.COPY_TRACK_ACK.value: {"sid": _INT, "pair": (str,), "seq": _INT, "track": _INT, "ok": _BOOL},
     MsgKind.RC_WRITE.value: {"seq": _INT, "pieces": _SEQ},
     MsgKind.RC_WRITE_ACK.value: {"seq": _INT, "ok": _BOOL},
     MsgKind.RC_CONFIG_REQ.value: {"sid": _INT},
@@ -152,6 +164,16 @@ PEER_FIELDS: dict[str, dict[str, tuple]] = {
     MsgKind.RC_COMPLETE.value: {"sid": _INT},
     MsgKind.RC_COMPLETE_ACK.value: {"sid": _INT, "ok": _BOOL},
     MsgKind.RC_ABORTED.value: {"sid": _INT, "rolled_back": _SEQ},
+}
+
+
+#: the shape of one piece of the kinds that carry ``pieces``: a mirrored
+#: write names its pair per piece; a copy message (one track of the bitmap
+#: order, or a batch of time-series updates of one pair, Figs. 12/13) names
+#: its pair once
+PIECE_FIELDS: dict[str, tuple[tuple, ...]] = {
+    MsgKind.RC_WRITE.value: ((str,), _INT, _INT, _BYTES),
+    MsgKind.COPY_TRACK.value: (_INT, _INT, _BYTES),
 }
 
 
@@ -170,11 +192,17 @@ def check_peer_message(msg: dict) -> int:
         if not isinstance(msg.get(name), types):
             raise MalformedMessage(f"{kind}: field {name!r} missing or not {'/'.join(t.__name__ for t in types)}")
     nbytes = len(msg.get("data") or b"")
-    for piece in msg.get("pieces") or ():
-        if not (isinstance(piece, _SEQ) and len(piece) == 4 and isinstance(piece[0], str)
-                and isinstance(piece[1], numbers.Integral) and isinstance(piece[2], numbers.Integral) and isinstance(piece[3], _BYTES)):
-            raise MalformedMessage(f"{kind}: a piece is not (pair, track, offset, data)")
-        nbytes += len(piece[3])
+    shape = PIECE_FIELDS.get(kind)
+    if shape is None:
+        return nbytes
+    if kind == MsgKind.COPY_TRACK.value and not msg["pieces"]:
+        raise MalformedMessage(f"{kind}: no pieces")   # a copy message always carries a track or an update
+    for piece in msg["pieces"]:
+        if not (isinstance(piece, _SEQ) and len(piece) == len(shape)
+                and all(isinstance(v, t) for v, t in zip(piece, shape))):
+            what = "(pair, track, offset, data)" if len(shape) == 4 else "(track, offset, data)"
+            raise MalformedMessage(f"{kind}: a piece is not {what}")
+        nbytes += len(piece[-1])
     return nbytes
 
 

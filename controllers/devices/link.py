@@ -128,7 +128,10 @@ class Link(Actor):
         return {"ok": True, "key": key, "value": value}
 
     def on_query(self, q):
+        # busy_ns is charged when a transfer is queued; the part still queued
+        # beyond now is backlog_ns (subtract it for the busy share up to now)
         return {"up": self.up, "epoch": self.epoch, "bytes_sent": dict(self.bytes_sent),
-                "busy_ns": dict(self.busy_ns), "commands": self.commands, "dropped": self.dropped,
+                "busy_ns": dict(self.busy_ns),
+                "backlog_ns": {s: max(0, t - self.now_ns) for s, t in self.free_at_ns.items()}, "commands": self.commands, "dropped": self.dropped,
                 "bandwidth_bps": self.bandwidth_bps, "slow": self.slow,
                 "latency_ns": self.params["propagation"] + self.extra_latency_ns}

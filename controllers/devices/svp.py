@@ -12,6 +12,7 @@ from __future__ import annotations
 from emu import units
 from emu.actor import Actor
 from emu.params import Param
+from firmware.dkc import DEFAULTS as FW_DEFAULTS
 from firmware.protocol import METHODS, ORDERS, UNITS
 
 SETTABLE = {
@@ -24,6 +25,7 @@ SETTABLE = {
     "spares_usable": ("bool", "spare disks may hold saved data"),
     "format_shortcut": ("bool", "step 1207: drop an earlier format write of the same track"),
     "cache_save_threshold": ("count", "saved tracks the remote keeps in cache before parity/spares (patent 511/512)"),
+    "copy_read_ahead": ("count", "tracks a copy may read from the disks beyond its window (353, 408)"),
 }
 MAX_CACHE_SAVE_TRACKS = 1 << 20
 
@@ -70,7 +72,8 @@ class Svp(Actor):
         self.settings = {"max_time": rec["max_time_ns"], "method": rec["method"], "order": rec["order"],
                          "window": rec["window"], "unit": rec["unit"], "keep_raid5": rec["keep_raid5"],
                          "spares_usable": rec["spares_usable"], "format_shortcut": rec["format_shortcut"],
-                         "cache_save_threshold": rec["cache_save_threshold"]}
+                         "cache_save_threshold": rec["cache_save_threshold"],
+                         "copy_read_ahead": rec.get("copy_read_ahead", FW_DEFAULTS["copy_read_ahead"])}
 
     def on_control(self, command):
         if command.get("cmd") != "set":

@@ -23,7 +23,7 @@ from emu.rack import Rack
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
 #: SVP settings the DKC firmware needs at once, not only at the next pairresync
-FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable", "cache_save_threshold")
+FIRMWARE_SETTINGS = ("format_shortcut", "keep_raid5", "spares_usable", "cache_save_threshold", "copy_read_ahead")
 #: an SVP setting's name in the firmware's parameters, where they differ
 FIRMWARE_KEYS = {"cache_save_threshold": "cache_save_threshold_tracks"}
 
@@ -478,6 +478,17 @@ class StorageRack:
         t = self.rack.run_until_event(event, limit_ns)
         self._notice_deaths()
         return t
+
+    def wait_mirrored(self, target: str = "all", limit_ns: int = 60 * 10 ** 9) -> int:
+        """Run until no pair of ``target`` is in its initial copy (COPY): the
+        copy reads every track from the disks, so how long that takes
+        depends on the disks, and callers wait for it instead of guessing."""
+        end = self.now_ns + limit_ns
+        while any(row["state"] == "COPY" for row in self.pairdisplay(target)):
+            if self.now_ns >= end or self.rack.run_until_event("pair.mirroring", end - self.now_ns) is None:
+                raise CommandError(f"pairs of {target} still copying after {units.fmt_ns(limit_ns)}")
+        self._notice_deaths()
+        return self.now_ns
 
     def wait_rollbacks(self, limit_ns: int = RUN_UNTIL_LIMIT_NS) -> int:
         """Run until no remote of a live site is rolling back a recovery copy

@@ -92,7 +92,7 @@ def run_seed(config: str, seed: int, steps: int = 12, say=lambda m: None) -> dic
             log.append("parity-only")
         group = sorted(r.groups)[0]
         r.paircreate(group, mode=mode)
-        r.run(200 * MS)
+        r.wait_mirrored(group)
         r.workload_start("w", _draw_workload(rng))
         link = sorted(r.links)[0]
         remote = r.groups[group]["remote"]

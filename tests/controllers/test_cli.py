@@ -22,7 +22,7 @@ EMU = [sys.executable, "-m", "controllers.cli"]
 SMALL = """# a short story
 set max_time 300ms
 paircreate g0
-run 150ms
+run until pair.mirroring 5s
 expect state g0 PAIR
 workload start w rw=randwrite bs=4KiB iodepth=2 ldevs=0-3 seed=1
 run 20ms
@@ -130,7 +130,7 @@ def test_long_running_rack_up_svp_down(tmp_path, tcp):
                         timeout=60)
     assert up.returncode == 0, up.stderr
     try:
-        svp = subprocess.run(EMU + ["svp", "--name", name, "-c", "paircreate g0; run 150ms; pairdisplay"],
+        svp = subprocess.run(EMU + ["svp", "--name", name, "-c", "paircreate g0; run until pair.mirroring 5s; pairdisplay"],
                              capture_output=True, text=True, timeout=120)
         assert svp.returncode == 0, svp.stdout + svp.stderr
         assert "PAIR" in svp.stdout

@@ -90,7 +90,7 @@ def test_interactive_console_on_a_terminal():
 
 
 def test_console_reads_a_script_from_stdin():
-    script = "paircreate g0\nrun 150ms\nexpect state g0 PAIR\npairdisplay g0\n"
+    script = "paircreate g0\nrun until pair.mirroring 5s\nexpect state g0 PAIR\npairdisplay g0\n"
     p = subprocess.run([sys.executable, "-m", "controllers.cli", "console", CFG, "--backend", "inline"],
                        input=script, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -108,7 +108,7 @@ def digest(rack: StorageRack) -> tuple:
 def rack():
     with StorageRack(CFG, backend="inline", seed=2) as r:
         r.paircreate("g0")
-        r.run(150_000_000)
+        r.wait_mirrored()
         yield r
 
 

@@ -23,7 +23,7 @@ def _suspended(r: StorageRack, seed: int = 3) -> None:
     r.set("max_time", "300ms")
     r.set("window", "16")
     r.paircreate("g0")
-    r.run(150 * MS)
+    r.wait_mirrored()
     r.fault_link("down")
     r.workload_start("w", f"rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed={seed} runtime=40ms")
     r.run(60 * MS)

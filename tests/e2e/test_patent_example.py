@@ -23,7 +23,7 @@ def test_recovery_plan_n(settings, expected_n):
         for k, v in settings.items():
             r.set(k, v)
         r.paircreate("all")
-        r.run(300 * MS)
+        r.wait_mirrored()
         assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
         r.workload_start("w", "rw=randwrite bs=4KiB iodepth=8 ldevs=0-63 seed=1")
         r.run(20 * MS)

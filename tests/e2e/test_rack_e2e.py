@@ -39,7 +39,7 @@ def run_scenario(backend="inline", method="save-old", order="bitmap", unit="ldev
                            ("window", str(window)), ("max_time", f"{t_ns}ns")):
             r.set(key, value)
         r.paircreate("g0")
-        r.run(150 * MS)
+        r.wait_mirrored()
         assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
         r.workload_start("w", f"rw=randwrite bs={bs} iodepth=4 ldevs=0-3 seed={seed}")
         r.run(30 * MS)

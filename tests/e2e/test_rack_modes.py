@@ -34,7 +34,7 @@ def remote_consistent(r, group):
 def mean_write_latency(mode, seed):
     with StorageRack(TWO, backend="inline", seed=seed) as r:
         r.paircreate("g0", mode=mode)
-        r.run(200 * MS)
+        r.wait_mirrored()
         r.workload_start("w", f"rw=randwrite bs=4KiB iodepth=1 ldevs=0-3 seed={seed}")
         r.run(50 * MS)
         lat = r.host_stats()["main"]["phases"]["main"]["write"]
@@ -51,7 +51,7 @@ def test_async_completes_without_the_round_trip():
 def test_async_remote_is_consistent_at_every_pause(seed):
     with StorageRack(TWO, backend="inline", seed=seed) as r:
         r.paircreate("g0", mode="async")
-        r.run(200 * MS)
+        r.wait_mirrored()
         assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
         r.workload_start("w", f"rw=randwrite bs=4KiB iodepth=8 ldevs=0-3 seed={seed}")
         for step in range(6):
@@ -64,7 +64,7 @@ def test_three_sites_each_remote_has_its_own_pairs():
     with StorageRack(THREE, backend="inline", seed=3) as r:
         r.paircreate("gnear")
         r.paircreate("gfar")
-        r.run(400 * MS)
+        r.wait_mirrored()
         assert {row["state"] for row in r.pairdisplay()} == {"PAIR"}
         r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=3")
         r.run(30 * MS)
@@ -88,7 +88,7 @@ def test_three_sites_each_remote_has_its_own_pairs():
 def test_takeover_makes_the_remote_writable():
     with StorageRack(TWO, backend="inline", seed=5) as r:
         r.paircreate("g0")
-        r.run(200 * MS)
+        r.wait_mirrored()
         r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=5")
         r.run(20 * MS)
         r.fault_site_down("main")

@@ -84,7 +84,7 @@ def test_remote_disk_lost_while_parity_holds_saved_tracks_is_a_reported_double_f
         r.set("max_time", "400ms")
         r.set("window", "8")
         r.paircreate("g0")
-        r.run(150 * MS)
+        r.wait_mirrored()
         r.workload_start("w", "rw=randwrite bs=4KiB iodepth=4 ldevs=0-3 seed=12")
         r.run(30 * MS)
         r.fault_link("down")

@@ -11,13 +11,22 @@ from firmware.protocol import PEER_FIELDS, MsgKind, SendPeer, Trace
 from support.fw_harness import form_pairs, make_rack
 
 GOOD = {
-    MsgKind.COPY_TRACK.value: {"kind": "copy_track", "sid": 1, "pair": "p0", "track": 0, "offset": 0, "data": b"x" * 512},
+    MsgKind.COPY_TRACK.value: {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": 0, "pieces": [[0, 0, b"x" * 512]]},
     MsgKind.RC_WRITE.value: {"kind": "rc_write", "seq": 0, "base": 0, "pieces": [["p0", 0, 0, b"y" * 512]]},
 }
 BAD = [
     ("unknown kind", {"kind": "rc_nonsense", "sid": 1}),
     ("kind not a string", {"kind": 7}),
-    ("missing field", {"kind": "copy_track", "sid": 1, "pair": "p0", "track": 0, "offset": 0}),
+    ("missing field", {"kind": "copy_track", "sid": 1, "pair": "p0", "pieces": [[0, 0, b"x"]]}),
+    ("copy batch without pieces", {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": 0, "pieces": []}),
+    ("copy batch piece short", {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": 0,
+                                "pieces": [[0, 0, b"x" * 512], [1, 0]]}),
+    ("copy batch piece of a mirror write", {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": 0,
+                                            "pieces": [["p0", 0, 0, b"x" * 512]]}),
+    ("copy batch data not bytes", {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": 0,
+                                   "pieces": [[0, 0, "text"]]}),
+    ("copy seq not a number", {"kind": "copy_track", "sid": 1, "pair": "p0", "seq": "1",
+                               "pieces": [[0, 0, b"x" * 512]]}),
     ("mistyped field", {"kind": "rc_write_ack", "seq": "zero", "ok": True}),
     ("garbage piece", {"kind": "rc_write", "seq": 0, "pieces": [["p0", 0]]}),
     ("piece data not bytes", {"kind": "rc_write", "seq": 0, "pieces": [["p0", 0, 0, "text"]]}),

@@ -156,6 +156,12 @@ def test_n_sites_one_master_two_remotes():
             assert h.image(site, ldev) == want, (kill_after, name)
 
 
+def _run_until_saved_on_disk(h) -> None:
+    """Run until the remote wrote its first saved track to a save row (512)."""
+    while not any(s == "R" and t.step == 512 for s, t in h.traces):
+        assert h.step(), "the copy never saved a track on disk"
+
+
 def test_parity_rows_lent_and_released():
     """Saving on a parity row lends it (the group's redundancy is dropped)
     for the copy only; completion releases it (parity recomputed)."""
@@ -163,7 +169,7 @@ def test_parity_rows_lent_and_released():
     form_pairs(h)
     suspend_and_write(h)
     h.command("M", {"cmd": "pairresync", "target": "*", "max_time_ns": T_NS, "unit": "group"})
-    h.run(max_events=12)
+    _run_until_saved_on_disk(h)
     media = h.fw["R"].save_media
     assert media.lent == {0}
     rows = h.command("R", {"cmd": "show", "what": "save-area"})["rows"]
@@ -179,7 +185,7 @@ def test_keep_raid5_uses_spares_only():
     suspend_and_write(h)
     h.command("M", {"cmd": "pairresync", "target": "*", "max_time_ns": T_NS, "keep_raid5": True,
                     "unit": "group"})
-    h.run(max_events=12)
+    _run_until_saved_on_disk(h)
     rows = {r["row_id"]: r for r in h.command("R", {"cmd": "show", "what": "save-area"})["rows"]}
     assert not rows[0]["may_be_used"] and rows[0]["used"] == 0 and rows[1]["used"] > 0
     h.run()

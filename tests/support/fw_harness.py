@@ -11,10 +11,12 @@ from __future__ import annotations
 import heapq
 
 from firmware.dkc import DkcFirmware
-from firmware.protocol import CancelTimer, DiskCost, HostDone, RestoreIo, SendPeer, SetTimer, Trace
+from firmware.protocol import CancelTimer, CopyRead, DiskCost, HostDone, RestoreIo, SendPeer, SetTimer, Trace
 
 #: time the harness charges for one restored track (from the save area / from cache)
 RESTORE_DISK_NS, RESTORE_CACHE_NS = 1_000_000, 10_000
+#: time the harness charges for one copy read (CopyRead) of a track
+COPY_READ_NS = 50_000
 from firmware.store import MemorySaveMedia, MemoryTrackStore, SaveRow
 
 STEPS_SEEN: set[int] = set()
@@ -40,6 +42,7 @@ class Harness:
         self.traces: list[tuple[str, Trace]] = []
         self.events = 0
         self.disk_bytes = 0
+        self.copy_reads = 0
 
     # -------------------------------------------------------------- set-up
     def add_site(self, site: str, params: dict, ldev_tracks: dict[int, int], track_bytes: int = 1024,
@@ -73,6 +76,9 @@ class Harness:
                 self.timers[(site, act.name)] = self.timers.get((site, act.name), 0) + 1
             elif isinstance(act, DiskCost):
                 self.disk_bytes += act.nbytes
+            elif isinstance(act, CopyRead):
+                self.copy_reads += 1
+                self._push(self.now_ns + COPY_READ_NS, "copy_read", (site, act.sid, act.pair, act.track))
             elif isinstance(act, RestoreIo):
                 delay = RESTORE_CACHE_NS if act.save_row is None else RESTORE_DISK_NS
                 self._push(self.now_ns + delay, "restore", (site, act.sid, act.tag))   # one per restore in flight
@@ -107,6 +113,20 @@ class Harness:
             if site not in self.dead:
                 self.command(site, {"cmd": "link_up" if up else "link_down", "site": other})
 
+    def in_flight(self, kind: str) -> list[dict]:
+        """Peer messages of ``kind`` on the links now, in delivery order."""
+        return [e[3][2] for e in sorted(self.heap) if e[2] == "peer" and e[3][2].get("kind") == kind]
+
+    def swap_in_flight(self, kind: str) -> None:
+        """A link that reorders: the first two peer messages of ``kind`` in
+        flight arrive in each other's place."""
+        idx = sorted((e for e in range(len(self.heap)) if self.heap[e][2] == "peer"
+                      and self.heap[e][3][2].get("kind") == kind), key=lambda e: self.heap[e][:2])
+        if len(idx) < 2:
+            raise RuntimeError(f"fewer than two {kind} messages in flight")
+        a, b = self.heap[idx[0]], self.heap[idx[1]]
+        self.heap[idx[0]], self.heap[idx[1]] = (*a[:3], b[3]), (*b[:3], a[3])   # keys unchanged: still a heap
+
     def restart_timers(self, site: str) -> None:
         """A restarted DKC process lost its timers: drop them and re-arm from
         the firmware's non-volatile state (`DkcFirmware.timers()`)."""
@@ -134,6 +154,8 @@ class Harness:
             _, name, gen = payload
             if self.timers.get((site, name)) == gen:
                 self._apply(site, fw.timer(self.now_ns, name))
+        elif kind == "copy_read":
+            self._apply(site, fw.copy_read_done(self.now_ns, *payload[1:]))
         elif kind == "restore":
             self._apply(site, fw.restore_done(self.now_ns, payload[1], payload[2]))
         return True

@@ -36,7 +36,7 @@ from controllers.devices.dkc.nvm import read_state, write_state
 from controllers.devices.dkc.save_media import DiskSaveMedia
 from firmware.dkc import DkcFirmware
 from firmware.lost_tracks import LostTracks
-from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, CancelTimer, DiskCost, HostDone,
+from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, CancelTimer, CopyRead, DiskCost, HostDone,
                                LinkState, RestoreIo, SendPeer, SetTimer, Trace)
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.raid.sparing import REBUILD_RETRY_NS, decide_rebuild, locate_failed_disk
@@ -48,6 +48,7 @@ from emu.wire import body_problem
 PENDING_READS_MAX = 4096
 DESTAGE_IO, REBUILD_IO = "destage", "rebuild"   # tags of the disk transfers nobody's read waits on
 RESTORE_IO = "restore"                 # tag of a rollback's save-area read (the firmware waits on it)
+COPY_IO = "copy"                       # tag of a copy's track read (the firmware sends the track after it)
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 #: firmware steps whose trace record also raises a named event for ``run until``
@@ -108,9 +109,14 @@ class Dkc(Actor):
         self.disk_seq = 0
         #: the rollback's restores being timed: tag -> sid (volatile: the firmware resumes after a restart)
         self.restore_waits: dict[int, int] = {}
+        #: copy reads being timed: seq -> [CopyRead, transfers left] (volatile: the firmware re-issues them)
+        self.copy_wait: dict[int, list] = {}
+        self.copy_seq = 0
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
-                      "destaged": 0, "write_pending_max": 0, "xor_bytes": 0}
+                      "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
+                      "copy_read_hits": 0, "copy_reads_waiting_max": 0,
+                      "peer_malformed": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -266,6 +272,8 @@ class Dkc(Actor):
                 self._rebuild_io_done(key)
             elif tag == RESTORE_IO and isinstance(key, int):
                 self._restore_io_done(key)
+            elif tag == COPY_IO and isinstance(key, int):
+                self._copy_io_done(key)
             else:
                 self.stats["bad_messages"] += 1
                 self.trace("dkc.bad_message", kind="io_done", error=f"unknown id {rid!r}")
@@ -339,6 +347,8 @@ class Dkc(Actor):
         for act in actions:
             if isinstance(act, Trace):
                 self.trace(act.event, step=act.step, **act.fields)
+                if act.event in _PEER_DROPS:
+                    self.stats["peer_malformed"] += 1   # the firmware's wire boundary dropped a peer message
                 if act.step in SIGNAL_STEPS:
                     self.signal(SIGNAL_STEPS[act.step])
                 elif act.step is None and act.event in SIGNAL_EVENTS:
@@ -362,6 +372,50 @@ class Dkc(Actor):
                 self._disk_cost(act)
             elif isinstance(act, RestoreIo):
                 self._restore_io(act)
+            elif isinstance(act, CopyRead):
+                self._copy_read(act)
+
+    # -- the copy's track reads (353, 408) ------------------------------------------------------
+    def _copy_read(self, act: CopyRead) -> None:
+        """Time the read of a track the copy will send: from the cache when
+        the track is resident, else the disk transfers of its read plan. The
+        firmware sends the track when they are done (a closed loop, so the
+        disks' queues hold at most the copy's window and read-ahead)."""
+        self.copy_seq += 1
+        seq = self.copy_seq
+        self.stats["copy_reads"] += 1
+        n = 0
+        if (act.ldev, act.track) in self.track_cache:
+            self.stats["copy_read_hits"] += 1
+        else:
+            n = self._issue_plan(act.ldev, act.track, write=False, ident=[COPY_IO, seq])
+        self.copy_wait[seq] = [act, n]
+        self.stats["copy_reads_waiting_max"] = max(self.stats["copy_reads_waiting_max"], len(self.copy_wait))
+        # no transfer (a cache hit, or nothing derivable: the firmware finds the loss when it reads the bytes)
+        self.set_timer(f"copy_wait:{seq}", self.params["cost"]["disk_timeout_ns"] if n else 0, seq)
+
+    def _copy_io_done(self, seq: int) -> None:
+        entry = self.copy_wait.get(seq)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            self.cancel_timer(f"copy_wait:{seq}")
+            self._copy_read_done(seq)
+
+    def _timer_copy_wait(self, rest: str, data) -> None:
+        """A cache hit's read is done, or a disk never answered (the bytes
+        are on the media; only the timing is cut short)."""
+        entry = self.copy_wait.get(int(data))
+        if entry is not None and entry[1] > 0:
+            self.trace("dkc.copy_io_timeout", sid=entry[0].sid, pair=entry[0].pair, track=entry[0].track)
+        self._copy_read_done(int(data))
+
+    def _copy_read_done(self, seq: int) -> None:
+        entry = self.copy_wait.pop(seq, None)
+        if entry is not None:
+            act = entry[0]
+            self._execute(self.fw.copy_read_done(self.now_ns, act.sid, act.pair, act.track))
 
     # -- the rollback's restores (516-519) ------------------------------------------------------
     def _restore_io(self, act: RestoreIo) -> None:
@@ -625,9 +679,12 @@ class Dkc(Actor):
         return super().on_query(q)
 
 
+#: trace events of the firmware's wire boundary (``firmware.dkc.dispatch_peer``) that drop a peer message
+_PEER_DROPS = ("bad_peer_message", "oversized_peer_message")
 #: timer kind (the part of its name before ':') -> handler
 _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_rebuild,
-           "rebuild_retry": Dkc._timer_rebuild_retry, "restore_wait": Dkc._timer_restore_wait}
+           "rebuild_retry": Dkc._timer_rebuild_retry, "restore_wait": Dkc._timer_restore_wait,
+           "copy_wait": Dkc._timer_copy_wait}
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
 _INT = (numbers.Integral,)
