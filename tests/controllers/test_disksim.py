@@ -328,7 +328,7 @@ def test_cli_disk_spec_error_is_one_line(capsys, tmp_path):
 CFG = ROOT / "configs" / "two-site.toml"
 SMALL = """set max_time 300ms
 paircreate g0
-run 150ms
+run until pair.mirroring 5s
 expect state g0 PAIR
 workload start w rw=randwrite bs=4KiB iodepth=2 ldevs=0-3 seed=1
 run 40ms

@@ -98,8 +98,8 @@ def test_format_write_shortcut_breaks_prefix_consistency_of_the_time_ordered_cop
 
 
 @pytest.mark.parametrize("fault,spec,settings", [
-    # 285-300: points before the copy's first record, and events tracing several recovery steps
-    ("master-loss", "range:285-300", {}),
+    # 330-345: points before the copy's first record (the preamble ends at 337), and events tracing several steps
+    ("master-loss", "range:330-345", {}),
     ("remote-dkc-restart", "sample:4", {"method": "stage-new"}),
     ("master-loss", "sample:5", {"method": "none", "order": "bitmap"}),
 ])
