@@ -345,7 +345,12 @@ def load_saved(fw: FirmwareHost, session: RemoteSession, node: SavedNode) -> byt
 # ---------------------------------------------------------------- 513, 514, 520
 
 def s513_record_reached(fw: FirmwareHost, session: RemoteSession, pair_name: str) -> None:
-    """513 (read from Fig. 6): "recovery reached" for pair i is recorded."""
+    """513 (read from Fig. 6): "recovery reached" for pair i is recorded.
+    Once the rollback has begun it is too late: the pairs it rolls back
+    keep their saved tracks until it ends."""
+    if session.rolling_back:
+        fw.trace(None, "rc_reached_too_late", sid=session.sid, pair=pair_name)
+        return
     s505_wait(fw, session, "reached")
     if pair_name in session.pair_names and pair_name not in session.reached:
         session.reached.append(pair_name)
@@ -468,6 +473,7 @@ def restore_io_done(fw: FirmwareHost, now_ns: int, sid: int, tag: int) -> None:
         return
     session.restore_pending.remove(tag)
     node = session.saved.find(*session.restore_queue[tag])
+    assert node is not None, f"rollback {sid}: restore {tag} lost its saved node"
     try:
         if node.cache_addr is not None and node.cache_addr in session.cache:
             s518_restore_from_cache(fw, session, node)
