@@ -89,6 +89,8 @@ def _remote_dkc_kill_during_rollback(rack, master: str, remote: str, k: int) -> 
     if rack.rack.run_until_record({518, 519}, j, LIMIT_NS) is not None:
         rack.fault_kill(f"{remote}.dkc")
         rack.fault_restart(f"{remote}.dkc")
+        return f"remote DKC killed after restored track {j}"
+    return f"no restored track {j} to kill at (rollback shorter, or none)"
 
 
 #: the faults a sweep injects at a crash point; a new kind is one function and one entry
@@ -150,13 +152,15 @@ def run_point(config: str, preamble: list[str], seed: int, settings: dict, fault
 def _finish_point(rack, k: int, t_crash: int, fault: str) -> dict:
     """From a rack paused at crash point k: inject, run past T, judge, fingerprint."""
     max_time_ns = rack.settings()["max_time"]
-    _inject(rack, fault, k)
+    note = _inject(rack, fault, k)
     t_end = rack.rack.run_until_record({515, 520}, 1, max_time_ns + 2 * SETTLE_NS)
     t_end = _wait_rollback(rack, t_end)
     rack.run(SETTLE_NS)
     verdict = verify_rack(rack)
     last = rack.show("recovery-plan")[_remote(rack)]["last_remote"]
     out = _judge(k, t_crash, t_end, verdict, last, rack.settings(_remote(rack))["method"])
+    if note:
+        out["fault"] = note
     out["trace_sha256"] = rack.rack.finish_trace()
     return out
 
@@ -173,10 +177,11 @@ def _remote(rack) -> str:
     return sorted({p["r_site"] for p in rack.pairs.values()})[0]
 
 
-def _inject(rack, fault: str, k: int) -> None:
+def _inject(rack, fault: str, k: int) -> str | None:
+    """Inject; a fault may return a note of what it did (kept in the point's result)."""
     if fault not in FAULTS:
         raise SweepUsage(f"unknown fault {fault!r} ({', '.join(FAULTS)})")
-    FAULTS[fault](rack, sorted({p["m_site"] for p in rack.pairs.values()})[0], _remote(rack), k)
+    return FAULTS[fault](rack, sorted({p["m_site"] for p in rack.pairs.values()})[0], _remote(rack), k)
 
 
 def _judge(k, t_crash, t_end, verdict, last, method: str) -> dict:
