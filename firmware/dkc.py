@@ -110,8 +110,10 @@ class DkcFirmware:
 
     def read_home(self, ldev: int, track: int) -> bytes:
         self.lost.check(ldev, track, track, "read of")
+        cached = self.store.cached(ldev, track)
         data = self.store.read_track(ldev, track)
-        self.disk_cost("read", ldev, track, len(data))
+        if not cached:   # a track in the DKC's cache costs no disk read
+            self.disk_cost("read", ldev, track, len(data))
         return data
 
     def read_copied(self, ldev: int, track: int) -> bytes:

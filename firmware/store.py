@@ -31,6 +31,7 @@ class TrackStore(Protocol):
     sector_bytes: int
 
     def ldev_tracks(self, ldev: int) -> int: ...
+    def cached(self, ldev: int, track: int) -> bool: ...
     def read_track(self, ldev: int, track: int) -> bytes: ...
     def write_track(self, ldev: int, track: int, data: bytes) -> None: ...
     def write_sectors(self, ldev: int, lba: int, data: bytes) -> None: ...
@@ -66,6 +67,9 @@ class MemoryTrackStore:
         if start < 0 or start + nbytes > len(buf):
             raise ValueError(f"ldev {ldev}: access [{start}, {start + nbytes}) out of range")
         return buf
+
+    def cached(self, ldev: int, track: int) -> bool:
+        return False   # no cache: every read is a disk read
 
     def read_track(self, ldev: int, track: int) -> bytes:
         start = track * self.track_bytes

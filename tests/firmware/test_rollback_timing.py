@@ -64,3 +64,24 @@ def test_remote_killed_at_each_restore_finishes_from_nvm():
         ok, bad = check(h, susp, "ldev")
         assert ok, (kill_at, bad)
         assert h.fw["R"].rsession is None, "the rollback never ended after the restart"
+
+
+def test_a_read_of_a_cached_track_costs_no_disk_read():
+    """The remote's old-track reads (510) and merges charge the disks only
+    on a cache miss: a cached track is read from the DKC's cache."""
+    from firmware.protocol import DiskCost
+    from firmware.store import MemorySaveMedia, MemoryTrackStore
+
+    class Cached(MemoryTrackStore):
+        hits: set = set()
+
+        def cached(self, ldev, track):
+            return (ldev, track) in self.hits
+
+    store = Cached(1024, {0: 4})
+    fw = DkcFirmware("R", store, MemorySaveMedia([]), {})
+    fw.read_home(0, 1)
+    assert [a for a in fw._flush() if isinstance(a, DiskCost)], "a miss must cost a disk read"
+    Cached.hits = {(0, 1)}
+    fw.read_home(0, 1)
+    assert not [a for a in fw._flush() if isinstance(a, DiskCost)], "a cache hit was charged to the disks"

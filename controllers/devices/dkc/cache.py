@@ -29,6 +29,9 @@ class LdevStore:
         self.array = array
         self.track_bytes = track_bytes
 
+    def cached(self, ldev: int, track: int) -> bool:
+        return False   # no cache in front: every read goes to the disks
+
     def ldev_tracks(self, ldev: int) -> int:
         try:
             return self.array.ldev_tracks(ldev)
@@ -132,6 +135,10 @@ class CachedStore(LdevStore):
                 grp.read_track(lt)
             except DataLossError as exc:
                 raise DataLost(f"ldev {ldev} track {track}: {exc}") from None
+
+    def cached(self, ldev: int, track: int) -> bool:
+        """The track is in a cache slot (a read of it needs no disk)."""
+        return (ldev, track) in self.cache
 
     def read_track(self, ldev: int, track: int) -> bytes:
         data = self.cache.get((ldev, track))
