@@ -11,23 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from emu.backends.processes import run_root  # noqa: E402
 from emu.shm import leftover_segments  # noqa: E402
+from support.procs import our_children  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def _our_children() -> list[int]:
-    me = str(os.getpid())
-    kids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat[1] == me and stat[0] != "Z":
-            kids.append(int(pid))
-    return kids
 
 
 def _leftovers() -> dict:
@@ -38,7 +24,7 @@ def _leftovers() -> dict:
     return {
         "segments": [s for s in leftover_segments() if s.startswith("emu_" + mine)],
         "run dirs": sorted(d for d in os.listdir(root) if d.startswith(mine)),
-        "children": _our_children(),
+        "children": our_children(),
     }
 
 

@@ -86,6 +86,15 @@ def _rolled_back_equal_suspension(r: StorageRack, v: dict) -> None:
         assert v["pairs"][name]["equals_suspension_image"], (name, v["pairs"])
 
 
+def _master_lost_mid_copy(r: StorageRack) -> None:
+    """Saved tracks on the spare only; resync; the master is lost 15 ms in."""
+    _suspended(r)
+    _spare_only(r)
+    r.pairresync("g0")
+    r.run(15 * MS)
+    r.fault_site_down("main")
+
+
 def _spare_only(r: StorageRack) -> None:
     for key, value in (("cache_save_threshold", "0"), ("spares_usable", "on"), ("keep_raid5", "on")):
         r.set(key, value)
@@ -145,11 +154,7 @@ def test_lost_spare_marks_exactly_its_saved_tracks_and_reads_fail_until_rewritte
 
 def test_rollback_takes_disk_time_one_track_after_another():
     with StorageRack(CFG, backend="inline", keep_trace=True) as r:
-        _suspended(r)
-        _spare_only(r)
-        r.pairresync("g0")
-        r.run(15 * MS)
-        r.fault_site_down("main")
+        _master_lost_mid_copy(r)
         t_done = r.run_until("recovery.rolled_back", 2000 * MS)
         restores = _records(r, "restored_from_save_area")
         assert len(restores) >= 3
@@ -166,11 +171,7 @@ def test_rollback_takes_disk_time_one_track_after_another():
 @pytest.mark.parametrize("kill_at", [1, 2, 5])
 def test_remote_dkc_killed_mid_rollback_finishes_it_after_restart(kill_at):
     with StorageRack(CFG, backend="inline", keep_trace=True) as r:
-        _suspended(r)
-        _spare_only(r)
-        r.pairresync("g0")
-        r.run(15 * MS)
-        r.fault_site_down("main")
+        _master_lost_mid_copy(r)
         t = r.rack.run_until_record({518, 519}, kill_at, 2000 * MS)
         assert t is not None
         r.fault_kill("remote.dkc")

@@ -14,11 +14,11 @@
 """
 
 import json
-import os
 
 from pathlib import Path
 
 import pytest
+from support.procs import our_children
 
 from controllers.verify import sweep as sw
 
@@ -145,25 +145,13 @@ def test_wilson_interval_matches_published_values(k, n, lo, hi):
     assert sw.cell(k, n).startswith(f"{k}/{n} [")
 
 
-def _children() -> list[int]:
-    me, kids = str(os.getpid()), []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat[1] == me and stat[0] != "Z":
-            kids.append(int(pid))
-    return kids
-
-
 def test_an_aborted_fork_sweep_leaves_no_child_behind():
     """The consumer fails after the first point: the sweep raises, and its
     snapshot children are killed and reaped before it returns."""
-    before = set(_children())
+    before = set(our_children())
 
     def fail(result):
         raise RuntimeError("consumer failed")
     with pytest.raises(RuntimeError, match="consumer failed"):
         sw.sweep(CFG, PREAMBLE, 1, {}, "master-loss", "sample:6", 2, progress=lambda m: None, on_result=fail)
-    assert set(_children()) <= before
+    assert set(our_children()) <= before
