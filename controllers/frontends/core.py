@@ -21,11 +21,16 @@ What the operations mean (the DKC's side is ``controllers/devices/dkc``):
   state in NVM, as an enterprise array's battery-backed cache is.
 * FLUSH (and a FUA write) is answered once every track that was
   write-pending in the DKC's cache when it arrived (for FUA: the write's
-  own tracks) has been destaged to the disks: what "durable" means for a
-  volatile cache, the stricter reading, so an application's fsync costs
-  the disk time a drained cache costs. It does not wait for a remote: a
-  sync pair's write was in the remote's cache before it was acknowledged
-  (TrueCopy semantics), and an async pair's remote lags by design.
+  own tracks) has been destaged to the disks: the strict reading of
+  "durable" (the NVM-backed cache alone would already do for a real
+  array), so an application's fsync costs the disk time a drained cache
+  costs wherever tracks are pending. The model charges a master's local
+  update no disk time (docs/ARCHITECTURE.md section 2, step 5), so at a
+  master a FLUSH finds nothing pending and costs one DKC command; at a
+  remote, whose mirror writes are destaged, it waits. It does not wait
+  for a remote: a sync pair's write was in the remote's cache before it
+  was acknowledged (TrueCopy semantics), an async pair's remote lags by
+  design.
 * TRIM changes no data (NBD lets a trimmed range read back as it was), so
   the mirror stays byte-equal; it costs one DKC command.
 * A write to the remote LDEV of a pair in COPY/PAIR (an S-VOL) is refused

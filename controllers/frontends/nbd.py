@@ -139,6 +139,7 @@ class NbdServer:
         self._threads: list[threading.Thread] = []
         self._conns: set[_Connection] = set()
         self._lock = threading.Lock()
+        self._gone = threading.Condition(self._lock)   # notified when a connection ends
         self.stats = {"connections": 0, "bad_handshakes": 0, "bad_requests": 0, "vanished": 0}
         try:
             if os.path.exists(unix_path):
@@ -197,6 +198,12 @@ class NbdServer:
     def _forget(self, conn: "_Connection") -> None:
         with self._lock:
             self._conns.discard(conn)
+            self._gone.notify_all()
+
+    def wait_no_connections(self, timeout_s: float) -> bool:
+        """Wait until every connection has ended (its requests answered); True if so in time."""
+        with self._lock:
+            return self._gone.wait_for(lambda: not self._conns, timeout_s)
 
     def close(self) -> None:
         """Stop accepting, close every connection; the hub answers what is in flight."""
