@@ -47,6 +47,7 @@ deterministically.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
@@ -56,11 +57,12 @@ from pathlib import Path
 from typing import Callable
 
 from controllers.devices.host.actor import FE_SIGNAL
-from controllers.formats.capture import FLAG_FUA, CaptureWriter
+from controllers.formats.capture import FLAG_FUA, CaptureError, CaptureWriter
 from controllers.rack.storage import StorageRack
 from emu.actor import NEVER_NS
 from firmware.protocol import SECTOR_BYTES
 
+log = logging.getLogger("emu.frontends")
 OPS = ("read", "write", "flush", "trim")
 #: the largest request the core accepts (NBD's usual maximum block size)
 MAX_REQUEST_BYTES = 32 << 20
@@ -130,6 +132,10 @@ class FrontendHub:
         self.rack = rack
         self.realtime = realtime
         self.capture_path = capture
+        if capture:
+            where = Path(capture).resolve().parent
+            if not where.is_dir() or not os.access(where, os.W_OK):
+                raise ValueError(f"--capture {capture}: {where} is not a writable directory")
         #: site -> [ldev bytes, ...]
         self.ldev_bytes = {site: [ld["tracks"] * lay["track_bytes"] for ld in lay["ldevs"]]
                            for site, lay in sorted(rack.sites.items())}
@@ -145,6 +151,8 @@ class FrontendHub:
         self._cap_order: dict[str, deque] = {}
         self._cap_ready: dict[int, tuple] = {}
         self._anchor = (time.monotonic(), rack.now_ns)
+        #: why the capture stopped (a write to it failed), or None
+        self.capture_error: str | None = None
         self.counts = {"requests": 0, "errors": 0, "steps": 0}
         self._lock = threading.Lock()     # submit (any thread) against close
         self._closed = False
@@ -341,18 +349,23 @@ class FrontendHub:
             # a refused request changed nothing and is left out (a replay must
             # not apply a write the rack refused); one the rack never answered
             # is kept with no acknowledgement
-            if s.ok or s.ack_ns is None:
+            if self.capture_path and (s.ok or s.ack_ns is None):
                 self._write_record(r, s.ack_ns if s.ok else None)
 
     def _write_record(self, req: Request, ack_ns: int | None) -> None:
-        writer = self._captures.get(req.site)
-        if writer is None:
-            writer = CaptureWriter(capture_file(self.capture_path, req.site, sorted(self.ldev_bytes)), req.site,
-                                   dict(enumerate(self.ldev_bytes[req.site])), req.source)
-            self._captures[req.site] = writer
         offset, length = (0, 0) if req.op == "flush" and req.length == 0 else (req.offset, req.length)
-        writer.record(req.op, req.ldev, req.arrival_ns, ack_ns, offset, length, req.flags & FLAG_FUA,
-                      bytes(req.data) if req.op == "write" else None)
+        try:
+            writer = self._captures.get(req.site)
+            if writer is None:
+                writer = CaptureWriter(capture_file(self.capture_path, req.site, sorted(self.ldev_bytes)), req.site,
+                                       dict(enumerate(self.ldev_bytes[req.site])), req.source)
+                self._captures[req.site] = writer
+            writer.record(req.op, req.ldev, req.arrival_ns, ack_ns, offset, length, req.flags & FLAG_FUA,
+                          bytes(req.data) if req.op == "write" else None)
+        except (CaptureError, OSError) as exc:   # a full disk must not take the rack down: stop capturing, say so
+            self.capture_error = str(exc)
+            self.capture_path = None
+            log.error("front-end capture stopped: %s", exc)
 
     def capture_files(self) -> list[str]:
         return [str(w.path) for _s, w in sorted(self._captures.items())]

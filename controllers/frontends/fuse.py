@@ -159,7 +159,12 @@ class FuseMount:
         import mfusepy
         self.hub = hub
         self.mountpoint = str(Path(mountpoint).resolve())
-        Path(self.mountpoint).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.mountpoint).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeError(f"--fuse {mountpoint}: {exc.strerror}") from None
+        if os.path.ismount(self.mountpoint) or any(Path(self.mountpoint).iterdir()):
+            raise RuntimeError(f"--fuse {mountpoint}: not an empty directory")
         self.error: BaseException | None = None
         self.mounted = threading.Event()
         ops = _operations(hub, self.mounted)

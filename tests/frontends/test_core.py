@@ -149,3 +149,15 @@ def test_close_answers_what_is_outstanding(rack, tmp_path):
     assert out[1].errno == errno.ESHUTDOWN
     _h, records = read_capture(tmp_path / "c.main.cap")
     assert [(r.op, r.ack_ns) for r in records] == [("write", None)]
+
+
+def test_a_capture_that_cannot_be_written_stops_but_the_rack_serves(rack, tmp_path):
+    with pytest.raises(ValueError, match="not a writable directory"):
+        FrontendHub(rack, capture=str(tmp_path / "nowhere" / "c.cap"))
+    target = tmp_path / "c.cap"
+    hub = FrontendHub(rack, capture=str(target))
+    (tmp_path / "c.main.cap").mkdir()      # the file cannot be created: a directory is in the way
+    w, r = run(hub, ("main", 0, "write", 0, 512, 0, b"z" * 512), ("main", 0, "read", 0, 512, 0, None))
+    assert w.ok and r.data == b"z" * 512
+    assert "c.main.cap" in hub.capture_error
+    hub.close()
