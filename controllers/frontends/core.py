@@ -9,8 +9,11 @@ current virtual time, with the client's own bytes (no stamps), and answers
 it when the I/O completes in virtual time.
 
 Time. By default the rack is a closed loop: while a front-end request is
-outstanding, ``pump`` advances virtual time by itself to the next event
-(no wall-clock pacing), and stands still when no request is outstanding.
+outstanding, ``pump`` advances virtual time by itself, jumping to the next
+event (no wall-clock pacing) and handling what follows within one host
+channel latency (``step_ns``: a request the client sends meanwhile could not
+reach the DKC sooner anyway), and it stands still when no request is
+outstanding. A request enters at the end of the step in which it arrived.
 With ``realtime=X`` virtual time runs X times as fast as the wall clock,
 requests or not. A console ``run`` moves time as it always does.
 
@@ -153,6 +156,16 @@ class FrontendHub:
         self._anchor = (time.monotonic(), rack.now_ns)
         #: why the capture stopped (a write to it failed), or None
         self.capture_error: str | None = None
+        #: the closed loop's step beyond the next event: the least latency from a
+        #: host to anything, so a request that arrives during a step enters at
+        #: most this much later than if the client had answered in no time
+        lat = rack.spec.latency_map()
+        self.step_ns = max(1, min((min(lat[f"{s}.host"].values()) for s in rack.sites if lat.get(f"{s}.host")),
+                                  default=1))
+        index = rack.spec.index_of()
+        self._host_index = {site: index[f"{site}.host"] for site in rack.sites}
+        #: dist[S][A]: the least latency from actor S to actor A (the substrate's lookahead)
+        self._dist = rack.spec.distances()
         self.counts = {"requests": 0, "errors": 0, "steps": 0}
         self._lock = threading.Lock()     # submit (any thread) against close
         self._closed = False
@@ -206,24 +219,32 @@ class FrontendHub:
         return max(0.0, min(IDLE_POLL_S, w0 + (nxt - v0) / 1e9 / self.realtime - time.monotonic()))
 
     def pump(self) -> None:
-        """Enter the requests that arrived, move virtual time (one step to
-        the next event in the closed loop; to the wall clock's virtual time
-        with ``realtime``), and answer what completed."""
+        """Enter the requests that arrived, move virtual time (in the closed
+        loop one step, to just past a host's next possible completion; with
+        ``realtime`` to the wall clock's virtual time), and answer what
+        completed. A request that arrives while requests are outstanding
+        enters at the end of the step, in the same control to its host that
+        takes the completions (one round trip, not two)."""
         self._drain_wakeups()
+        in_rack = bool(self._pending)
         new: dict[str, list] = {}
         while self._queue:
             req = self._queue.popleft()
             io = self._admit(req)
             if io is not None:
                 new.setdefault(req.site, []).append(io)
-        self._exchange(new)
         if self.realtime:
+            self._exchange(new)
             self._advance_realtime()
-        elif self._pending:
-            self._advance_one_event()
+            new = {}
         else:
-            return
-        self._exchange({})
+            if not in_rack:        # an idle rack: they enter now
+                self._exchange(new)
+                new = {}
+            if not self._pending:
+                return
+            self._advance_one_event()
+        self._exchange(new)
         self._orphans()
 
     def _drain_wakeups(self) -> None:
@@ -309,17 +330,33 @@ class FrontendHub:
         req.reply(res)
 
     def _advance_one_event(self) -> None:
-        """Closed loop: jump to the next event anywhere in the rack and handle it."""
+        """Closed loop: run until just past the next moment a host with
+        requests outstanding could handle anything (a completion), at least
+        to the next event anywhere. That moment is the host's own next
+        event, or the earliest a message could reach it (each actor's next
+        event plus its latency to the host: the substrate's lookahead), so
+        everything before it runs in as few scheduler rounds as the backend
+        manages; ``step_ns`` past it (a host's channel latency: nothing a
+        client sends meanwhile could reach the DKC sooner anyway)."""
         r = self.rack.rack
-        nxt = r.backend.next_ns()
+        times = r.backend.next_times()
+        nxt = min(times)
         if r.scheduled:
             nxt = min(nxt, r.scheduled[0][0])
         if nxt >= NEVER_NS:   # nothing will ever answer: fail rather than hang the client
             for tag in sorted(self._pending):
                 self._answer(tag, False, "the rack has no event left that could answer", None, self.rack.now_ns)
             return
+        host_next = NEVER_NS
+        for site in sorted({req.site for req in self._pending.values()}):
+            h = self._host_index[site]
+            reach = min(int(t + d) for t, d in zip(times, self._dist[:, h]) if t < NEVER_NS)
+            host_next = min(host_next, times[h], reach)
+        until = max(nxt + 1, min(host_next, NEVER_NS - self.step_ns) + self.step_ns)
+        if r.scheduled:
+            until = min(until, max(nxt + 1, r.scheduled[0][0]))
         self.counts["steps"] += 1
-        self.rack.run(max(0, nxt + 1 - self.rack.now_ns))
+        self.rack.run(max(0, until - self.rack.now_ns))
 
     def _advance_realtime(self) -> None:
         w0, v0 = self._anchor

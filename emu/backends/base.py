@@ -155,6 +155,13 @@ class Backend(ABC):
         """Time of the earliest pending event of a live actor, or ``NEVER_NS``."""
         raise NotImplementedError
 
+    @abstractmethod
+    def next_times(self) -> list[int]:
+        """Per actor (by index), the time of its earliest pending event
+        (messages on their way to it included), ``NEVER_NS`` for none or a
+        dead actor. A lower bound: a cancelled timer may still count."""
+        raise NotImplementedError
+
     @property
     @abstractmethod
     def events_handled(self) -> int:

@@ -102,6 +102,13 @@ class InlineBackend(Backend):
     def next_ns(self) -> int:
         return self.heap[0][0] if self.heap else NEVER_NS
 
+    def next_times(self) -> list[int]:
+        out = [NEVER_NS] * len(self.hosts)
+        for t, _src, _seq, dst, _kind, _body in self.heap:   # one heap for all: a scan
+            if t < out[dst] and self.hosts[dst] is not None:
+                out[dst] = t
+        return out
+
     def run(self, until_ns: int, exact_signal: bool = False) -> int:
         """Handle events below ``until_ns``; return the time reached. With
         ``exact_signal`` stop right after the event that raised a signal."""

@@ -442,6 +442,9 @@ class ProcessesBackend(Backend):
     def next_ns(self) -> int:
         return int(self.next_vector().min())
 
+    def next_times(self) -> list[int]:
+        return [int(t) for t in self.next_vector()]
+
     def run(self, until_ns: int, exact_signal: bool | str = False) -> int:
         if exact_signal:
             raise ValueError("exact stop on a signal needs the inline backend")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from emu.actor import NEVER_NS
+
 import emu.rack
 from emu.backends.base import Backend
 from emu.backends.inline import InlineBackend
@@ -30,7 +32,7 @@ ABSTRACT = sorted(Backend.__abstractmethods__)
 
 def test_interface_declares_what_the_rack_needs():
     """The abstract set is the rack's whole contract (a guard against it shrinking)."""
-    assert set(ABSTRACT) == {"start", "close", "run", "next_ns", "events_handled", "set_watch",
+    assert set(ABSTRACT) == {"start", "close", "run", "next_ns", "next_times", "events_handled", "set_watch",
                              "clear_watch", "kill", "restart", "alive", "poll_deaths", "control", "query"}
     for name in ABSTRACT + ["take_deaths"]:
         assert inspect.getdoc(getattr(Backend, name)), f"Backend.{name} has no docstring"
@@ -101,3 +103,19 @@ def test_watch_stops_inline_at_the_kth_record_and_processes_refuses():
     with Rack(keeper_spec(), backend="processes") as rack:
         with pytest.raises(ValueError, match="inline backend"):
             rack.run_until_record({None}, 3, 10_000_000)
+
+
+def test_next_times_agree_between_backends_and_with_next_ns():
+    """Each actor's next event (the front-ends' closed loop reads it): the same
+    in both backends, its minimum is ``next_ns``, and a killed actor has none."""
+    seen = {}
+    for backend in ("inline", "processes"):
+        with Rack(keeper_spec(), backend=backend) as rack:
+            rack.run_for(250_000)
+            times = rack.backend.next_times()
+            assert min(times) == rack.backend.next_ns()
+            name = rack.spec.actors[0].name
+            rack.kill(name)
+            assert rack.backend.next_times()[0] == NEVER_NS
+            seen[backend] = times
+    assert seen["inline"] == seen["processes"]
