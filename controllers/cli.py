@@ -526,7 +526,7 @@ def _quiet_on_broken_pipe(command):
 
 
 COMMANDS = {"console": cmd_console, "run": cmd_run, "report": cmd_report, "trace": _quiet_on_broken_pipe(cmd_trace), "info": cmd_info,
-            "up": cmd_up, "down": cmd_down, "ps": cmd_ps, "svp": cmd_svp}
+            "up": _quiet_on_broken_pipe(cmd_up), "down": cmd_down, "ps": cmd_ps, "svp": cmd_svp}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -161,3 +161,14 @@ def test_a_capture_that_cannot_be_written_stops_but_the_rack_serves(rack, tmp_pa
     assert w.ok and r.data == b"z" * 512
     assert "c.main.cap" in hub.capture_error
     hub.close()
+
+
+def test_realtime_runs_the_clock_without_requests_and_serves_them(rack):
+    hub = FrontendHub(rack, realtime=1000.0)   # 1 ms of wall time is 1 s of virtual time
+    t0 = rack.now_ns
+    while rack.now_ns == t0:                  # the wall clock moves, so virtual time follows with no request
+        hub.pump()
+    assert not hub.busy
+    w, = run(hub, ("main", 0, "write", 0, 4096, 0, b"\5" * 4096))
+    assert w.ok and w.arrival_ns > t0
+    hub.close()
