@@ -350,7 +350,7 @@ class FrontendHub:
         host_next = NEVER_NS
         for site in sorted({req.site for req in self._pending.values()}):
             h = self._host_index[site]
-            reach = min(int(t + d) for t, d in zip(times, self._dist[:, h]) if t < NEVER_NS)
+            reach = min(t + int(d) for t, d in zip(times, self._dist[:, h]) if t < NEVER_NS)
             host_next = min(host_next, times[h], reach)
         until = max(nxt + 1, min(host_next, NEVER_NS - self.step_ns) + self.step_ns)
         if r.scheduled:
@@ -370,8 +370,13 @@ class FrontendHub:
             self.rack.run(target - self.rack.now_ns)
 
     def _orphans(self) -> None:
-        """Fail requests whose host forgot them (killed and restarted)."""
+        """Fail requests whose host is down (killed, its site lost) or forgot
+        them (killed and restarted): a client gets EIO, never a hang."""
         now = self.rack.now_ns
+        down = {site for site in {req.site for req in self._pending.values()}
+                if not self.rack.rack.alive(f"{site}.host")}
+        for tag in sorted(t for t, req in self._pending.items() if req.site in down):
+            self._answer(tag, False, f"site {self._pending[tag].site}'s host is down", None, now)
         for tag in sorted(t for t, req in self._pending.items() if now - req.arrival_ns > ORPHAN_NS):
             self._answer(tag, False, "no answer from the host (was it restarted?)", None, now)
 

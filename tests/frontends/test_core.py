@@ -172,3 +172,17 @@ def test_realtime_runs_the_clock_without_requests_and_serves_them(rack):
     w, = run(hub, ("main", 0, "write", 0, 4096, 0, b"\5" * 4096))
     assert w.ok and w.arrival_ns > t0
     hub.close()
+
+
+def test_a_host_lost_with_requests_in_flight_fails_them_at_once(rack):
+    hub = FrontendHub(rack)
+    out = []
+    hub.submit(Request("main", 0, "write", 0, 512, out.append, 0, b"x" * 512))
+    hub.pump()
+    assert not out, "the sync write needs the link's round trip"
+    t0 = rack.now_ns
+    rack.fault_site_down("main")
+    hub.pump()
+    assert len(out) == 1 and out[0].errno == errno.EIO and "host is down" in out[0].error
+    assert rack.now_ns - t0 < 10 ** 9, "the hub ran the rack on instead of failing the request"
+    hub.close()
