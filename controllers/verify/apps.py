@@ -9,6 +9,13 @@ its application, beside it:
   integrity_check`` must say ok, then every invariant (SQL returning one
   value, compared with ``==`` or ``>=``; ``"$acked_txid"`` stands for the
   last transaction acknowledged before the suspension).
+* ``ext4`` (:func:`check_ext4`): on a COPY of the image (a plain file,
+  no kernel mount), ``e2fsck -y -E journal_only`` replays the journal,
+  ``e2fsck -fn`` must find the filesystem clean, then every file the
+  application had made durable (fsync'ed) before the suspension is read out
+  with ``debugfs -R "dump -p PATH OUT"`` and must have the sha256 it had
+  then: fsck alone misses address-order mixes (a clean filesystem whose
+  renamed files hold other blocks' bytes).
 
 For a rack (:func:`judge_rack`, used by ``emu sweep --check APP``) the
 facts come from the capture's sidecar (``FILE.cap.json``, written by the
@@ -22,8 +29,12 @@ on the remote).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import apsw
@@ -32,6 +43,9 @@ from controllers.apps.blockdev import MemoryDevice
 from controllers.apps.sqlite_ldev import LayoutError, LdevVfs
 
 APPS = ("sqlite",)
+#: e2fsck's exit bits (e2fsck(8)): 1 errors corrected, 2 reboot, 4 errors left, 8 operational error
+E2FSCK_LEFT_ERRORS = 4
+TOOL_TIMEOUT_S = 120
 _OPS = {"==": operator.eq, ">=": operator.ge}
 SUSPENDING_EVENTS = ("link.down", "pairsplit", "site.down")
 
@@ -88,6 +102,50 @@ def check_sqlite(image: bytes, invariants: list[dict], acked_txid: int = -1, db_
     return out
 
 
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def check_ext4(image: bytes, durable: dict[str, str]) -> dict:
+    """Judge an ext4 image against ``durable`` ({path: sha256 hex} of the files fsync'ed before the suspension).
+
+    Returns ``{"app": "ext4", "ok", "fsck", "files_checked", "problems"}``.
+    The image itself is never changed (the tools run on a copy).
+    """
+    out = {"app": "ext4", "ok": False, "fsck": None, "files_checked": 0, "problems": []}
+    missing = [t for t in ("e2fsck", "debugfs") if shutil.which(t) is None]
+    if missing:
+        raise AppCheckError(f"--check ext4 needs {', '.join(missing)} (Debian package e2fsprogs)")
+    with tempfile.TemporaryDirectory(prefix="emu-ext4-") as tmp:
+        copy = Path(tmp) / "image"
+        copy.write_bytes(image)
+        replay = _run(["e2fsck", "-y", "-E", "journal_only", str(copy)])
+        if replay.returncode & 8:
+            out["problems"].append(f"journal replay: {_first_line(replay)}")
+            return out
+        fsck = _run(["e2fsck", "-fn", str(copy)])
+        out["fsck"] = "clean" if fsck.returncode == 0 else f"exit {fsck.returncode}: {_first_line(fsck, 'Pass')}"
+        if fsck.returncode & (E2FSCK_LEFT_ERRORS | 8):
+            out["problems"].append(f"e2fsck -fn: {out['fsck']}")
+        for path, want in sorted(durable.items()):
+            dumped = Path(tmp) / "file"
+            dumped.unlink(missing_ok=True)
+            _run(["debugfs", "-R", f"dump -p {path} {dumped}", str(copy)])
+            if not dumped.exists():
+                out["problems"].append(f"{path}: missing (it was fsync'ed before the suspension)")
+            elif hashlib.sha256(dumped.read_bytes()).hexdigest() != want:
+                out["problems"].append(f"{path}: contents differ from what was fsync'ed before the suspension")
+            out["files_checked"] += 1
+    out["ok"] = not out["problems"]
+    return out
+
+
+def _first_line(proc: subprocess.CompletedProcess, skip: str = "") -> str:
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+             if ln.strip() and not ln.startswith("e2fsck ") and not (skip and ln.startswith(skip))]
+    return lines[0].strip() if lines else f"exit {proc.returncode}"
+
+
 def load_sidecar(capture: str | Path) -> dict:
     """A capture's application facts (``CAPTURE.json``); AppCheckError naming the file."""
     return load_facts(Path(str(capture) + ".json"))
@@ -102,7 +160,10 @@ def load_facts(path: str | Path) -> dict:
         raise AppCheckError(f"{path}: cannot read the capture's application facts: {exc.strerror}") from None
     except ValueError as exc:
         raise AppCheckError(f"{path}: not JSON: {exc}") from None
-    for key in ("app", "ldev", "acks", "invariants", "db"):
+    need = {"sqlite": ("ldev", "acks", "invariants", "db"), "ext4": ("ldev", "durable")}
+    if not isinstance(meta, dict) or meta.get("app") not in need:
+        raise AppCheckError(f"{path}: key 'app' must be one of {', '.join(need)}")
+    for key in need[meta["app"]]:
         if key not in meta:
             raise AppCheckError(f"{path}: key {key!r} is missing")
     return meta

@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--site", action="append", default=None, help="only writes issued at this site")
     parser.add_argument("--all-acked", action="store_true",
                         help="also require every acknowledged write (sync PAIR)")
-    parser.add_argument("--check", choices=["sqlite"],
+    parser.add_argument("--check", choices=["sqlite", "ext4"],
                         help="judge an application's LDEV as it would (controllers.verify.apps), "
                              "beside the stamp checker")
     parser.add_argument("--facts", metavar="CAPTURE.json",
@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _app_main(args) -> int:
     """``emu check DIR --check APP --facts CAPTURE.json``: the application verdict of its
     LDEV's image (and the stamp checker on the other LDEVs, if a write log is given)."""
-    from controllers.verify.apps import AppCheckError, check_sqlite, load_facts
+    from controllers.verify.apps import AppCheckError, check_ext4, check_sqlite, load_facts
     if not args.facts:
         print("emu check: --check needs --facts CAPTURE.json (the capture's application facts)", file=sys.stderr)
         return 2
@@ -514,10 +514,21 @@ def _app_main(args) -> int:
     except (ValueError, OSError, AppCheckError) as exc:
         print(f"emu check: {exc}", file=sys.stderr)
         return 2
-    v = check_sqlite(images[meta["ldev"]], meta["invariants"], args.acked_txid, meta["db"])
-    values = ", ".join(f"{k} {val}" for k, val in v["values"].items())
-    print(f"{args.check} ldev {meta['ldev']}: {'CONSISTENT' if v['ok'] else 'INCONSISTENT'}: "
-          f"integrity_check {v['integrity']}; {values}"
+    if meta["app"] != args.check:
+        print(f"emu check: {args.facts} describes a {meta['app']} application, not {args.check}", file=sys.stderr)
+        return 2
+    image = images[meta["ldev"]]
+    try:
+        if args.check == "sqlite":
+            v = check_sqlite(image, meta["invariants"], args.acked_txid, meta["db"])
+            facts = f"integrity_check {v['integrity']}; " + ", ".join(f"{k} {val}" for k, val in v["values"].items())
+        else:
+            v = check_ext4(image, meta["durable"])
+            facts = f"e2fsck {v['fsck']}; {v['files_checked']} durable files read"
+    except AppCheckError as exc:
+        print(f"emu check: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.check} ldev {meta['ldev']}: {'CONSISTENT' if v['ok'] else 'INCONSISTENT'}: {facts}"
           + (f"; {'; '.join(v['problems'])}" if v["problems"] else ""))
     ok = v["ok"]
     others = {k: img for k, img in images.items() if k != meta["ldev"]}

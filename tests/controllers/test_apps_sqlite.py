@@ -96,3 +96,24 @@ def test_the_capture_is_a_function_of_the_seed(tmp_path):
         capture_bank(tmp_path / f"{name}.cap", transfers=3, seed=seed, accounts=200)
         digests.append(hashlib.sha256((tmp_path / f"{name}.cap").read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_emu_check_with_an_application_verdict(tmp_path, capsys):
+    from controllers.verify.checker import main
+    meta = capture_bank(tmp_path / "b.cap", transfers=4, accounts=300)
+    _, recs = load_capture(tmp_path / "b.cap")
+    img = bytearray(LDEV_BYTES)
+    for r in recs:
+        if r.op == "write":
+            img[r.offset:r.offset + r.length] = r.data
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "ldev0.img").write_bytes(bytes(img))
+    facts = str(tmp_path / "b.cap.json")
+    assert main([str(tmp_path / "imgs"), "--check", "sqlite", "--facts", facts, "--acked-txid", "4"]) == 0
+    assert "sqlite ldev 0: CONSISTENT: integrity_check ok; balances sum 300000000" in capsys.readouterr().out
+    assert main([str(tmp_path / "imgs"), "--check", "sqlite", "--facts", facts, "--acked-txid", "5"]) == 1
+    assert "acknowledged transactions held: 4, expected >= 5" in capsys.readouterr().out
+    assert main([str(tmp_path / "imgs"), "--check", "sqlite"]) == 2
+    assert main([str(tmp_path / "imgs"), "--check", "sqlite", "--facts", str(tmp_path / "x.json")]) == 2
+    assert "x.json: cannot read" in capsys.readouterr().err
+    assert len(meta["acks"]) == 5
