@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--tcp", metavar="HOST:PORT",
                    help="serve the console over tcp, with CurveZMQ keys generated for this rack (0600)")
     u.add_argument("--seed", type=int)
+    u.add_argument("--nbd", action="store_true",
+                   help="serve every LDEV as an NBD export SITE:LDEV on a unix socket in the rack's run directory")
+    u.add_argument("--nbd-tcp", metavar="HOST:PORT", help="also serve NBD over tcp (loopback addresses only)")
+    u.add_argument("--fuse", metavar="DIR", help="show every LDEV as a file DIR/SITE/ldevN (FUSE)")
+    u.add_argument("--capture", metavar="FILE",
+                   help="log every front-end request to a capture file per site ({site} in FILE, or FILE.SITE.ext)")
     c = sub.add_parser("console", help="an interactive SVP console on a rack of its own")
     c.add_argument("config")
     c.add_argument("--backend", choices=("processes", "inline"), default="processes")
@@ -272,6 +278,20 @@ def cmd_up(args) -> int:
     from controllers.rack.storage import StorageRack
     from controllers.rack.layout import load_storage_config
     load_storage_config(args.config, args.seed)  # bad input: exit 2 before forking
+    nbd_tcp = None
+    if args.nbd_tcp:
+        from controllers.frontends.nbd import parse_tcp
+        try:
+            nbd_tcp = parse_tcp(args.nbd_tcp)
+        except ValueError as exc:
+            raise Usage(f"emu up: {exc}") from None
+    if (args.capture or nbd_tcp) and not (args.nbd or args.fuse or nbd_tcp):
+        raise Usage("emu up: --capture needs a front-end (--nbd or --fuse)")
+    if args.fuse:
+        from controllers.frontends.fuse import fuse_missing
+        why = fuse_missing()
+        if why:
+            raise Usage(f"emu up: --fuse: {why}")
     base = _rack_dir(args.name)
     pidfile = Path(f"{base}.pid")
     if pidfile.exists() and Path(f"/proc/{pidfile.read_text().strip()}").exists():
@@ -280,12 +300,13 @@ def cmd_up(args) -> int:
     pid = os.fork()
     if pid:
         os.close(w)
-        status = os.read(r, 4096).decode()
-        os.close(r)
+        status = _read_status(r)
         if not status.startswith("ok"):
             print(f"emu up: {status}", file=sys.stderr)
             return 2
         print(f"rack {args.name} up (pid {pid}); console: emu svp --name {args.name}")
+        for line in status.splitlines()[1:]:     # one line per front-end export
+            print(line)
         return 0
     os.close(r)
     os.setsid()
@@ -294,22 +315,53 @@ def cmd_up(args) -> int:
         os.dup2(devnull, fd)
     code = 0
     try:
-        rack = StorageRack(args.config, backend="processes", seed=args.seed, realtime=args.realtime)
+        frontends = bool(args.nbd or args.fuse or nbd_tcp)
+        # with front-ends the serving loop paces virtual time itself (it runs
+        # by itself under --realtime), so the rack's own pacing is off
+        rack = StorageRack(args.config, backend="processes", seed=args.seed,
+                           realtime=None if frontends else args.realtime)
         pidfile.write_text(str(os.getpid()))
-        code = _serve(rack, args.name, w, args.tcp)
+        fe = None
+        if frontends:
+            fe = {"nbd_socket": f"{_rack_dir(args.name)}.nbd" if (args.nbd or nbd_tcp) else None,
+                  "nbd_tcp": nbd_tcp, "fuse_dir": args.fuse, "capture": args.capture, "realtime": args.realtime}
+        code = _serve(rack, args.name, w, args.tcp, fe)
     except Exception as exc:   # report to the parent, never a traceback
-        os.write(w, f"{type(exc).__name__}: {exc}".encode())
+        _write_status(w, f"{type(exc).__name__}: {exc}")
         code = 2
     finally:
         pidfile.unlink(missing_ok=True)
         os._exit(code)
 
 
-def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
+def _write_status(fd: int, text: str) -> None:
+    """The daemon's word to `emu up`: its length, a newline, the text (the
+    actor processes inherit the pipe, so its end of file says nothing)."""
+    data = text.encode()
+    os.write(fd, b"%d\n" % len(data) + data)
+
+
+def _read_status(fd: int) -> str:
+    with os.fdopen(fd, "rb") as pipe:
+        head = pipe.readline()
+        if not head.strip().isdigit():
+            return "the rack's daemon ended before it served"
+        return pipe.read(int(head)).decode(errors="replace")
+
+
+def _serve(rack, name: str, status_fd: int, tcp: str | None = None, frontends: dict | None = None) -> int:
     import io
     import threading
     from controllers.operator.console import SvpConsole
     from emu.remote import ConsoleServer, RackKeys
+    fe = None
+    if frontends:
+        from controllers.frontends.serve import Frontends
+        try:
+            fe = Frontends(rack, **frontends)
+        except BaseException:
+            rack.close()
+            raise
     if tcp:   # authenticated only: the rack's keys, and the endpoint, next to its pid file
         keys = RackKeys.generate(f"{_rack_dir(name)}.keys")
         server = ConsoleServer(f"tcp://{tcp}", lambda line: handle(line), keys)
@@ -331,13 +383,20 @@ def _serve(rack, name: str, status_fd: int, tcp: str | None = None) -> int:
         return not console.errors, out.getvalue().rstrip("\n")
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())   # `kill PID` is a clean `emu down`
-    os.write(status_fd, b"ok")
+    _write_status(status_fd, "\n".join(["ok"] + (fe.lines() if fe else [])))
     os.close(status_fd)
     try:
-        server.serve_until(stop)
+        if fe is not None:
+            fe.serve_until(server, stop)
+        else:
+            server.serve_until(stop)
     finally:
-        server.close()
-        rack.close()
+        try:
+            if fe is not None:
+                fe.close()
+        finally:
+            server.close()
+            rack.close()
         Path(_endpoint(name)[len("ipc://"):]).unlink(missing_ok=True)
         Path(f"{_rack_dir(name)}.endpoint").unlink(missing_ok=True)
         import shutil

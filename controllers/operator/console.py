@@ -252,7 +252,7 @@ class SvpConsole(cmd.Cmd):
 
     @command(complete=lambda c: list(SHOW_WHAT))
     def do_show(self, arg):
-        """show config|recovery-plan|save-area|bitmap LDEV|queue LDEV|disks|cache|time [--json]
+        """show config|recovery-plan|save-area|bitmap LDEV|queue LDEV|disks|cache|time|nbd [--json]
         A table where one is defined (recovery-plan, disks, processes, bitmap), JSON
         otherwise; --json prints JSON always (for scripts).
         Example: show recovery-plan"""
@@ -575,7 +575,18 @@ def _show_recovery_plan(out: dict) -> str:
 
 
 #: how ``show X`` prints each view of ``SHOW_VIEWS`` (JSON unless named here, or with --json)
-SHOW_FORMATS = {"time": lambda out: f"time {out['now']} ({out['now_ns']} ns)", "disks": _show_disks,
+def _show_nbd(out: dict) -> str:
+    """One line per export, as ``emu up --nbd`` prints them."""
+    rows = out["exports"]
+    if not rows:
+        return "no front-end is serving (emu up CONFIG --nbd)"
+    lines = [f"nbd {r['export']} {r['uri']}" + (f" {r['tcp_uri']}" if r.get("tcp_uri") else "") for r in rows
+             if r.get("uri")]
+    lines += [f"fuse {r['export']} {r['file']}" for r in rows if r.get("file")]
+    return "\n".join(lines)
+
+
+SHOW_FORMATS = {"time": lambda out: f"time {out['now']} ({out['now_ns']} ns)", "disks": _show_disks, "nbd": _show_nbd,
                 "bitmap": _show_bitmap, "processes": _show_processes, "recovery-plan": _show_recovery_plan}
 
 

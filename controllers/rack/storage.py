@@ -55,6 +55,9 @@ class StorageRack:
         self._dead_host_logs: dict[str, list] = {}
         self._dead_host_stats: dict[str, dict] = {}
         self._dead_host_raw: dict[str, dict] = {}
+        #: what the front-ends serve (``controllers.frontends``: one row per
+        #: NBD export, FUSE file), for ``show nbd``; empty when none runs
+        self.frontend_exports: list[dict] = []
 
     def close(self) -> None:
         self.rack.close()
@@ -269,6 +272,9 @@ class StorageRack:
             return {**ln, "up": False}
         q = self.rack.query(ln["name"], {})
         return {**ln, "bandwidth_bps": q["bandwidth_bps"], "latency_ns": q["latency_ns"], "up": q["up"]}
+
+    def _show_nbd(self, what: str, ldev: int | None) -> dict:
+        return {"exports": list(self.frontend_exports)}
 
     def _show_time(self, what: str, ldev: int | None) -> dict:
         return {"now_ns": self.now_ns, "now": units.fmt_ns(self.now_ns)}
@@ -639,6 +645,7 @@ SHOW_VIEWS: dict[str, tuple[Callable[[StorageRack, str, int | None], dict], bool
     "cache": (StorageRack._show_cache, False),
     "processes": (StorageRack._show_processes, False),
     "time": (StorageRack._show_time, False),
+    "nbd": (StorageRack._show_nbd, False),
 }
 
 

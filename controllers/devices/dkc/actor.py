@@ -105,6 +105,9 @@ class Dkc(Actor):
         self.destage_wait: dict[int, list] = {}   # destage seq -> [track key, transfers left]
         self.destaging = 0
         self.destage_seq = 0
+        #: host FLUSHes waiting for write-pending tracks: [req_id, keys still pending]
+        #: (volatile: after a restart the host's request times out)
+        self.flush_waits: list[list] = []
         self.pending_reads: dict[str, dict] = {}
         self.disk_seq = 0
         #: the rollback's restores being timed: tag -> sid (volatile: the firmware resumes after a restart)
@@ -116,7 +119,7 @@ class Dkc(Actor):
                       "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
                       "copy_read_hits": 0, "copy_reads_waiting_max": 0,
-                      "peer_malformed": 0}
+                      "peer_malformed": 0, "flushes": 0, "trims": 0}
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -204,6 +207,14 @@ class Dkc(Actor):
     def on_io(self, src, body):
         op, ldev, lba, sectors = body["op"], int(body["ldev"]), int(body["lba"]), int(body["sectors"])
         req = [src, body["id"]]
+        if op not in _HOST_OPS:
+            self.stats["bad_messages"] += 1
+            self.trace("dkc.bad_message", kind="io", error=f"unknown op {op!r}")
+            self._execute([HostDone(f"{src}|{body['id']}", False, f"unknown op {op!r}", None)])
+            return
+        if op in ("flush", "trim"):
+            self._flush_or_trim(f"{src}|{body['id']}", op, ldev, lba, sectors)
+            return
         hit = self._touch_cache(ldev, lba, sectors)
         if op == "write":
             self.stats["writes"] += 1
@@ -222,6 +233,37 @@ class Dkc(Actor):
             self._execute(acts)
             return
         self._read_from_disks(req, ldev, lba, sectors, acts)
+
+    def _flush_or_trim(self, req_id: str, op: str, ldev: int, lba: int, sectors: int) -> None:
+        """A host FLUSH (``sectors`` 0: the whole LDEV, else the tracks of the
+        range: a FUA write's) is answered when every track of it that is
+        write-pending now has been destaged to the disks; a TRIM changes no
+        data (NBD lets a discarded range read back as before) and is answered
+        after the command's cost."""
+        self.stats["flushes" if op == "flush" else "trims"] += 1
+        if op == "trim":
+            self._execute([HostDone(req_id, True, None, None)])
+            return
+        spt = self.tb // SECTOR_BYTES
+        first, last = (lba // spt, (lba + sectors - 1) // spt) if sectors > 0 else (0, 1 << 62)
+        keys = {k for k in self.dirty if k[0] == ldev and first <= k[1] <= last}
+        if not keys:
+            self._execute([HostDone(req_id, True, None, None)])
+            return
+        self.flush_waits.append([req_id, keys])
+
+    def _dirty_gone(self, key) -> None:
+        """Track ``key`` is no longer write-pending: answer the flushes it held."""
+        if not self.flush_waits:
+            return
+        done = []
+        for wait in self.flush_waits:
+            wait[1].discard(key)
+            if not wait[1]:
+                done.append(wait)
+        for wait in done:
+            self.flush_waits.remove(wait)
+            self._execute([HostDone(wait[0], True, None, None)])
 
     def _read_from_disks(self, req, ldev, lba, sectors, acts):
         """A cache miss: the reply waits for the disk transfers of the tracks."""
@@ -504,6 +546,7 @@ class Dkc(Actor):
             n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
             if n == 0:
                 del self.dirty[key]
+                self._dirty_gone(key)
                 continue
             self.dirty[key] = True
             self.destage_wait[self.destage_seq] = [key, n]
@@ -520,6 +563,7 @@ class Dkc(Actor):
         del self.destage_wait[seq]
         self.destaging -= 1
         self.dirty.pop(entry[0], None)
+        self._dirty_gone(entry[0])
         self.stats["destaged"] += 1
         self._pump_destage()
 
@@ -688,6 +732,8 @@ _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_r
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
 _INT = (numbers.Integral,)
+#: what a host may ask of an LDEV (FLUSH and TRIM come from the front-ends)
+_HOST_OPS = ("read", "write", "flush", "trim")
 _BYTES = (bytes, bytearray, memoryview)
 #: what each inbound message must carry (checked in ``on_message``)
 _BODY_FIELDS = {

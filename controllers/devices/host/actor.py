@@ -28,6 +28,16 @@ def _ldev_list(text: str) -> list[int]:
     return list(_parse_ldevs(text))
 WORKLOADS_MAX = 16
 IOS_IN_FLIGHT_MAX = 4096
+#: front-end requests (``controllers.frontends``) this host keeps in flight at most
+FE_IN_FLIGHT_MAX = 4096
+#: a front-end request the DKC never answers (its process killed) fails after this
+FE_TIMEOUT_NS = 30 * 10 ** 9
+#: what a front-end client may ask; FLUSH/TRIM go to the DKC as they are
+FE_OPS = ("read", "write", "flush", "trim")
+#: the front-end request flag "forced unit access" (as in controllers.formats.capture)
+FE_FUA = 1
+#: the signal raised when front-end completions are waiting to be taken
+FE_SIGNAL = "frontend.done"
 
 
 class HostCpu(Actor):
@@ -56,6 +66,9 @@ class HostCpu(Actor):
         self.phase_t: dict[str, list[int]] = {}
         self.errors = 0
         self.bad_reads = 0
+        #: front-end requests: DKC request id -> state; completions not yet taken
+        self.fe_inflight: dict[str, dict] = {}
+        self.fe_done: list[list] = []
         self._phase_mark()
 
     # -- console ------------------------------------------------------------------
@@ -70,11 +83,93 @@ class HostCpu(Actor):
             self.workloads[name]["stopped"] = True
             self.trace("workload.stop", name=name)
             return {"ok": True}
+        if cmd == "fe":
+            return self._fe(command.get("ios"))
         if cmd == "phase":
             self.phase = str(command.get("name"))
             self._phase_mark()
             return {"ok": True}
         return super().on_control(command)
+
+    # -- front-end requests (an outside client's own bytes, no stamps) -----------------
+    def _fe(self, ios) -> dict:
+        """Submit front-end requests ``[tag, op, ldev, lba, sectors, flags, data]``
+        at the current virtual time and take the completions waiting, each
+        ``[tag, ok, error, data, ack_ns]``. A request that does not fit is
+        answered at once with its error; nothing here can fail the actor."""
+        if not isinstance(ios, list):
+            return {"ok": False, "error": "fe: ios must be a list"}
+        for io in ios:
+            problem = self._fe_problem(io)
+            if problem is not None:
+                tag = io[0] if isinstance(io, list) and io else None
+                self._fe_answer(tag, False, problem, None)
+            else:
+                self._fe_send(*io)
+        done, self.fe_done = self.fe_done, []
+        return {"ok": True, "done": done}
+
+    def _fe_problem(self, io) -> str | None:
+        if not isinstance(io, list) or len(io) != 7:
+            return "a front-end request is [tag, op, ldev, lba, sectors, flags, data]"
+        tag, op, ldev, lba, sectors, flags, data = io
+        if op not in FE_OPS:
+            return f"unknown op {op!r} ({', '.join(FE_OPS)})"
+        sizes = self.params["ldev_sectors"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (tag, ldev, lba, sectors, flags)):
+            return "tag, ldev, lba, sectors and flags must be integers"
+        if not 0 <= ldev < len(sizes):
+            return f"no LDEV {ldev} at {self.params['site']} (0..{len(sizes) - 1})"
+        if lba < 0 or sectors < (0 if op == "flush" else 1) or lba + sectors > sizes[ldev]:
+            return f"sectors {lba}+{sectors} outside LDEV {ldev} ({sizes[ldev]} sectors)"
+        if op == "write" and (not isinstance(data, bytes) or len(data) != sectors * SECTOR_BYTES):
+            return f"a write of {sectors} sectors needs {sectors * SECTOR_BYTES} bytes of data"
+        if len(self.fe_inflight) >= FE_IN_FLIGHT_MAX:
+            return f"busy: {FE_IN_FLIGHT_MAX} front-end requests in flight"
+        return None
+
+    def _fe_send(self, tag, op, ldev, lba, sectors, flags, data) -> None:
+        ident = f"{self.name}#f{tag}"
+        body = {"id": ident, "op": op, "ldev": ldev, "lba": lba, "sectors": sectors}
+        if op == "write":
+            body["data"] = data
+        self.fe_inflight[ident] = {"tag": tag, "op": op, "t0": self.now_ns, "ldev": ldev, "lba": lba,
+                                   "sectors": sectors, "fua": bool(flags & FE_FUA), "stage": "io"}
+        self.set_timer(f"fe:{tag}", FE_TIMEOUT_NS, ident)
+        self.send(self.params["dkc"], "io", body)
+
+    def _fe_io_done(self, ident, body) -> None:
+        io = self.fe_inflight[ident]
+        ok = bool(body.get("ok"))
+        if ok and io["fua"] and io["stage"] == "io":
+            # FUA: the write is answered once its tracks are destaged (a FLUSH of its range)
+            io["stage"] = "fua"
+            self.send(self.params["dkc"], "io", {"id": ident, "op": "flush", "ldev": io["ldev"],
+                                                 "lba": io["lba"], "sectors": io["sectors"]})
+            return
+        del self.fe_inflight[ident]
+        self.cancel_timer(f"fe:{io['tag']}")
+        if ok and io["op"] in ("read", "write"):
+            self.lat[self.phase][io["op"]].append(self.now_ns - io["t0"])
+            self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
+            self.phase_t[self.phase][1] = self.now_ns
+        if not ok:
+            self.errors += 1
+            self.trace("fe.error", op=io["op"], ldev=io["ldev"], lba=io["lba"], error=body.get("error"))
+        data = body.get("data") if ok and io["op"] == "read" else None
+        self._fe_answer(io["tag"], ok, None if ok else str(body.get("error")), data)
+
+    def _fe_answer(self, tag, ok: bool, error: str | None, data) -> None:
+        if not self.fe_done:
+            self.signal(FE_SIGNAL)   # once per batch the front-end takes, not per request
+        self.fe_done.append([tag, ok, error, None if data is None else bytes(data), self.now_ns])
+
+    def _fe_timeout(self, ident) -> None:
+        io = self.fe_inflight.pop(ident, None)
+        if io is not None:
+            self.errors += 1
+            self.trace("fe.timeout", op=io["op"], ldev=io["ldev"], lba=io["lba"])
+            self._fe_answer(io["tag"], False, f"no answer from the DKC within {FE_TIMEOUT_NS // 10 ** 9} s", None)
 
     def _phase_mark(self):
         self.phase_t.setdefault(self.phase, [self.now_ns, self.now_ns])
@@ -255,6 +350,9 @@ class HostCpu(Actor):
         self.send(self.params["dkc"], "io", body)
 
     def on_timer(self, name, data):
+        if name.startswith("fe:"):
+            self._fe_timeout(data)
+            return
         if name.startswith("replay:"):
             if "capture" in self.workloads[data]:
                 self._capture_next(data)
@@ -271,6 +369,9 @@ class HostCpu(Actor):
     def on_message(self, src, kind, body):
         if kind != "io_done" or body_problem(body, {"id": (object,)}) is not None:
             self.errors += 1   # malformed input: counted and dropped at the boundary
+            return
+        if isinstance(body["id"], str) and body["id"] in self.fe_inflight:
+            self._fe_io_done(body["id"], body)
             return
         io = self.inflight.pop(body.get("id"), None)
         if io is None:
@@ -321,7 +422,7 @@ class HostCpu(Actor):
             return {"phases": {p: {"read": v["read"], "write": v["write"], "bytes": v["bytes"], "t": self.phase_t[p]}
                                for p, v in self.lat.items()},
                     "errors": self.errors, "bad_reads": self.bad_reads,
-                    "inflight": len(self.inflight),
+                    "inflight": len(self.inflight), "fe_inflight": len(self.fe_inflight),
                     "workloads": {n: {"issued": s["issued"], "open": s["open"], "stopped": self._expired(s)}
                                   for n, s in sorted(self.workloads.items())}}
         return super().on_query(q)
