@@ -227,7 +227,8 @@ def _judge_apps(rack, out: dict, verdict: dict, check: str | None) -> None:
     problems += [f"pair {u['pair']}: not judged (no {check} capture on it)" for u in missing]
     if not apps:
         problems.append(f"--check {check}: no {check} capture was replayed on this rack")
-    out["app"] = [{key: a.get(key) for key in ("app", "pair", "ok", "integrity", "values", "acked_txid")}
+    out["app"] = [{key: a[key] for key in ("app", "pair", "ok", "integrity", "values", "acked_txid", "fsck",
+                                           "files_checked", "durable_step") if key in a}
                   for a in apps]
     out["app_ok"] = not problems
     out["problems"] += problems
@@ -518,7 +519,7 @@ def _parser():
     p.add_argument("--jsonl", help="stream every point's result to this file, one JSON line each, in point order")
     p.add_argument("--artifacts", help="for each failed point keep its trace, images and reproduce command here")
     p.add_argument("--matrix", action="store_true", help="sweep every combination of the settings below")
-    p.add_argument("--check", choices=["sqlite"],
+    p.add_argument("--check", choices=["sqlite", "ext4"],
                    help="also judge each replayed capture's remote image as its application would "
                         "(LDEVs of client bytes are judged only so)")
     for key, values in MATRIX_AXES.items():
