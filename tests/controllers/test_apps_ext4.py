@@ -87,3 +87,13 @@ def test_emu_check_with_the_ext4_verdict(tmp_path, capsys):
     assert main([str(tmp_path / "imgs"), "--check", "ext4", "--facts", str(tmp_path / "f.json")]) == 1
     assert main([str(tmp_path / "imgs"), "--check", "sqlite", "--facts", str(tmp_path / "f.json")]) == 2
     assert "describes a ext4 application" in capsys.readouterr().err
+
+
+def test_durable_versions_accept_the_last_durable_replacement_or_a_later_one():
+    from controllers.apps.ext4_files import durable_versions, marker, parse_marker, plan
+    steps = plan(5, 2, seed=1)           # f1: steps 1, 3, 5; f0: steps 2, 4
+    sha = {s["step"]: s["sha256"] for s in steps}
+    assert durable_versions(steps, 0) == {}
+    assert durable_versions(steps, 1) == {"/data/f1": [sha[1], sha[3], sha[5]]}
+    assert durable_versions(steps, 4) == {"/data/f0": [sha[4]], "/data/f1": [sha[3], sha[5]]}
+    assert parse_marker(marker(17)) == 17 and parse_marker(bytes(512)) is None
