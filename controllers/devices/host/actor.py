@@ -135,6 +135,9 @@ class HostCpu(Actor):
             body["data"] = data
         self.fe_inflight[ident] = {"tag": tag, "op": op, "t0": self.now_ns, "ldev": ldev, "lba": lba,
                                    "sectors": sectors, "fua": bool(flags & FE_FUA), "stage": "io"}
+        if op == "write":   # client bytes: no stamp checker can judge this LDEV (verify says so)
+            self.fe_inflight[ident]["raw"] = len(self.raw_log)
+            self.raw_log.append([self.params["site"], ldev, lba, sectors, self.now_ns, None, "frontend", tag])
         self.set_timer(f"fe:{tag}", FE_TIMEOUT_NS, ident)
         self.send(self.params["dkc"], "io", body)
 
@@ -149,6 +152,8 @@ class HostCpu(Actor):
             return
         del self.fe_inflight[ident]
         self.cancel_timer(f"fe:{io['tag']}")
+        if ok and "raw" in io:
+            self.raw_log[io["raw"]][5] = self.now_ns
         if ok and io["op"] in ("read", "write"):
             self.lat[self.phase][io["op"]].append(self.now_ns - io["t0"])
             self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
