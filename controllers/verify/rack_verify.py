@@ -50,8 +50,8 @@ def verify_rack(rack: StorageRack) -> dict:
                                        "judged by --check APP, not by the stamp checker"})
             pairs_out[p["name"]] = _pair_verdict(rack, p, rack.export_bytes(p["r_site"], p["r_ldev"]))
         members = [p for p in members if p not in raw_members]
-        if not members:
-            continue
+        if raw_members and not members and not loss_rows:
+            continue      # nothing left for the stamp checker in this group
         images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
         unit = rack.resync_units.get(gname, default_unit)
         units_used.add(unit)
