@@ -38,7 +38,7 @@ def verify_rack(rack: StorageRack) -> dict:
         if loss_rows:
             ok = False
         members = [p for p in members if p not in lossy]
-        images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+        images = {p["m_ldev"]: rack.export_image(p["r_site"], p["r_ldev"]) for p in members}
         unit = rack.resync_units.get(gname, default_unit)
         units_used.add(unit)
         units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
@@ -56,11 +56,11 @@ def verify_rack(rack: StorageRack) -> dict:
                                "writes": len(log), "skipped": skipped})
 
 
-def _pair_verdict(rack: StorageRack, p: dict, image: bytes) -> dict:
+def _pair_verdict(rack: StorageRack, p: dict, image) -> dict:
     out = {}
     if p["name"] in rack.suspension_images:
         out["equals_suspension_image"] = bool(equals(image, rack.suspension_images[p["name"]]).consistent)
     if p["m_site"] not in rack.down_sites:
-        out["equals_master"] = bool(equals(image, rack.export_bytes(p["m_site"], p["m_ldev"])).consistent)
+        out["equals_master"] = bool(equals(image, rack.export_image(p["m_site"], p["m_ldev"])).consistent)
     return out
 
