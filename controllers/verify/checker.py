@@ -58,13 +58,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from numba import njit
 
 from controllers.formats.image import SparseImage, as_image, read_image_file
 from controllers.formats.stamp import CORRUPT, SECTOR_BYTES, UNWRITTEN, ImageScan, scan_sectors
 from controllers.formats.writelog import WriteLog
 
 MAX_REASONS = 5
-_CHUNK_ENTRIES = 1 << 22
 _INF = np.iinfo(np.int64).max
 
 # special values of the per-sector log index
@@ -217,7 +217,10 @@ def _merge(verdicts: list[Verdict], units: list[tuple[int, ...]], max_reasons: i
         if v.missing_acked_max_complete_ns is not None:
             hi = max(hi or 0, v.missing_acked_max_complete_ns)
             lo = v.missing_acked_min_complete_ns if lo is None else min(lo, v.missing_acked_min_complete_ns)
-    held = np.unique(np.concatenate([v.held_write_ids for v in verdicts])) if verdicts else np.zeros(0, np.int64)
+    if len(verdicts) == 1:   # one unit's held ids are already sorted and unique (the log is sorted by id)
+        held = verdicts[0].held_write_ids
+    else:
+        held = np.unique(np.concatenate([v.held_write_ids for v in verdicts])) if verdicts else np.zeros(0, np.int64)
     return Verdict(all(v.consistent for v in verdicts), reasons[:max_reasons], counts, lo, hi, list(units), held)
 
 
@@ -274,6 +277,21 @@ def _compact_space(unit: tuple[int, ...], images: Mapping[int, SparseImage], log
     return _Compact(unit, sizes, iv_lo, iv_base, at, np.concatenate(ldev_parts), np.concatenate(lba_parts))
 
 
+def _log_index(log_wid: np.ndarray, wids: np.ndarray) -> np.ndarray:
+    """searchsorted(log_wid, wids) for a sorted unique ``log_wid``: through a
+    dense table when the ids are compact (hosts number writes 1, 2, ...),
+    which is O(n) instead of O(n log m)."""
+    top = int(log_wid[-1]) if log_wid.size else 0
+    if not log_wid.size or top > 4 * log_wid.size + (1 << 20) or (wids.size and int(wids.max()) > top):
+        return np.searchsorted(log_wid, wids)
+    table = np.zeros(top + 1, dtype=np.int64)
+    # position of the first id >= each value: fill holes by a running minimum from the right
+    table[:] = log_wid.size
+    table[log_wid] = np.arange(log_wid.size, dtype=np.int64)
+    table = np.minimum.accumulate(table[::-1])[::-1]
+    return table[wids]
+
+
 def _where(ldev: int, lba: int) -> str:
     return f"ldev {ldev} lba {lba}"
 
@@ -305,7 +323,9 @@ def _check_unit(unit: tuple[int, ...], images: Mapping[int, SparseImage], all_lo
         if img.segments.size:
             lbas = img.sector_lbas()
             scan: ImageScan = scan_sectors(img.words(), lbas, m)
-            at = space.to_compact(p, lbas)
+            # a segment is contiguous in the compact space too: map its first sector only
+            first = space.to_compact(p, img.segments * img.seg_sectors)
+            at = (first[:, None] + np.arange(img.seg_sectors, dtype=np.int64)[None, :]).reshape(-1)
             state[at] = scan.state
             wids[at] = scan.write_ids
     reasons: list[str] = []
@@ -314,7 +334,7 @@ def _check_unit(unit: tuple[int, ...], images: Mapping[int, SparseImage], all_lo
     cidx = np.full(state.size, _IDX_UNWRITTEN, dtype=np.int64)
     cidx[state == CORRUPT] = _IDX_BAD
     stamped = np.flatnonzero(wids > 0)
-    k = np.searchsorted(log.wid, wids[stamped])
+    k = _log_index(log.wid, wids[stamped])
     k_clip = np.minimum(k, max(log.wid.size - 1, 0))
     known = (k < log.wid.size) & (log.wid[k_clip] == wids[stamped]) if log.wid.size else np.zeros(stamped.size, bool)
     inside = np.zeros(stamped.size, dtype=bool)
@@ -335,7 +355,9 @@ def _check_unit(unit: tuple[int, ...], images: Mapping[int, SparseImage], all_lo
                        f"which the log puts elsewhere")
 
     # visible and required writes
-    vis_idx = np.unique(cidx[cidx >= 0])
+    seen = np.zeros(log.wid.size, dtype=bool)   # a mask, not np.unique: O(n), and sorted as unique's
+    seen[cidx[cidx >= 0]] = True
+    vis_idx = np.flatnonzero(seen)
     acked = log.complete != _INF
     required = acked & (log.complete <= _latest_other_visible_issue(vis_idx, log))
 
@@ -392,28 +414,23 @@ def _latest_other_visible_issue(vis_idx: np.ndarray, log: _Log) -> np.ndarray:
 def _first_unheld_sector(writes: np.ndarray, start: np.ndarray, log: _Log, cidx: np.ndarray) -> np.ndarray:
     """For every log write: the first global sector where it is not held, -1 if held (or not checked)."""
     out = np.full(log.wid.size, -1, dtype=np.int64)
-    if writes.size == 0:
-        return out
-    lens = log.sectors[writes]
-    ends = np.cumsum(lens)
-    # chunk so that no chunk expands to more than _CHUNK_ENTRIES sectors
-    cuts = np.searchsorted(ends, np.arange(_CHUNK_ENTRIES, int(ends[-1]), _CHUNK_ENTRIES), side="left")
-    for chunk in np.split(writes, np.unique(np.maximum(cuts, 1))):
-        if chunk.size == 0:
-            continue
-        n = log.sectors[chunk]
-        owner = np.repeat(chunk, n)
-        offset = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
-        g = start[owner] + offset
-        c = cidx[g]
-        c_safe = np.maximum(c, 0)
-        held = (c == owner) | ((c >= 0) & (log.complete[c_safe] > log.issue[owner]))
-        bad = np.flatnonzero(~held)
-        if bad.size:
-            # first failing sector per owner: bad is in ascending g within each owner
-            owners_bad, first = np.unique(owner[bad], return_index=True)
-            out[owners_bad] = g[bad[first]]
+    if writes.size:
+        _k_first_unheld(np.ascontiguousarray(writes, dtype=np.int64), start, log.sectors, log.issue,
+                        log.complete, cidx, out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _k_first_unheld(writes, start, sectors, issue, complete, cidx, out):
+    """Sector s of write a holds a when it shows a itself, or a write c that
+    may have landed after a (not completed before a was issued)."""
+    for i in range(writes.size):
+        a = writes[i]
+        for g in range(start[a], start[a] + sectors[a]):
+            c = cidx[g]
+            if c != a and (c < 0 or complete[c] <= issue[a]):
+                out[a] = g
+                break
 
 
 def _explain_missing(a: int, s: int, log: _Log, cidx, sec_ldev, sec_lba, vis_issue_sorted, vis_by_issue) -> str:
