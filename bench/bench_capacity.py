@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from controllers.devices.dkc.nvm import bytes_written as nvm_bytes_written
 from controllers.formats.image import SparseImage
-from controllers.formats.stamp import make_words
+from controllers.formats import stamp
 from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.operator.console import SvpConsole
 from controllers.rack.storage import StorageRack
@@ -146,7 +147,8 @@ def play(label: str, ldevs: int, ldev_size: str, backend: str) -> dict:
                     if line == "verify":
                         verify_s = time.perf_counter() - t
                 text = out.getvalue()
-                nvm = sum(rack.rack.query(f"{s}.dkc", {"q": "stats"})["nvm_bytes_written"] for s in rack.sites)
+                # from the regions themselves: the master DKC is down by now, its NVM is not
+                nvm = sum(nvm_bytes_written(rack.rack.regions[f"{s}.dkc.nvm"].buf) for s in rack.sites)
                 events = rack.rack.events_handled
                 rack.close()
                 wall_s = time.perf_counter() - t0
@@ -159,22 +161,30 @@ def play(label: str, ldevs: int, ldev_size: str, backend: str) -> dict:
             "events": events, "nvm_bytes_per_event": round(nvm / max(events, 1))}
 
 
+def _stamped(lbas: np.ndarray, wids: np.ndarray) -> np.ndarray:
+    """Sector words as the host stamps them (controllers/formats/stamp.py), vectorised in chunks."""
+    words = np.empty((lbas.size, 64), dtype="<u8")
+    for lo in range(0, lbas.size, 1 << 18):
+        hi = min(lo + (1 << 18), lbas.size)
+        words[lo:hi, 0] = np.uint64(stamp.MAGIC_U32)          # ldev 0
+        words[lo:hi, 1] = lbas[lo:hi].astype(np.uint64)
+        words[lo:hi, 2] = wids[lo:hi].astype(np.uint64)
+        words[lo:hi, 3:] = stamp._filler(wids[lo:hi].astype(np.uint64), lbas[lo:hi].astype(np.uint64))
+    return words
+
+
 def checker_row() -> dict:
     """The checker alone: 1 GiB of written stamps (4 KiB writes, 256 KiB tracks) in a 16 GiB LDEV."""
     track_sectors, ldev_sectors = 512, 32 << 20
     n_tracks = GIB // (track_sectors * 512)
     rng = np.random.default_rng(1)
     tracks = np.sort(rng.choice(ldev_sectors // track_sectors, n_tracks, replace=False)).astype(np.int64)
-    words = np.empty((n_tracks * track_sectors, 64), dtype="<u8")
-    log = WriteLog()
-    wid = 0
-    for i, t in enumerate(tracks):
-        for k in range(0, track_sectors, 8):   # each track holds 64 writes of 4 KiB
-            wid += 1
-            lba = int(t) * track_sectors + k
-            words[i * track_sectors + k:i * track_sectors + k + 8] = make_words(0, lba, 8, wid)
-            log.add(WriteRecord(wid, "main", 0, lba, 8, wid * 10, wid * 10 + 5))
-    image = SparseImage(ldev_sectors, track_sectors, tracks, words.view(np.uint8).reshape(n_tracks, -1))
+    lbas = (tracks[:, None] * track_sectors + np.arange(track_sectors)[None, :]).reshape(-1)
+    wids = np.arange(lbas.size, dtype=np.int64) // 8 + 1      # each write: 8 sectors (4 KiB)
+    first = lbas[::8]
+    log = WriteLog(WriteRecord(int(w), "main", 0, int(lba), 8, int(w) * 10, int(w) * 10 + 5)
+                   for w, lba in zip(wids[::8], first))
+    image = SparseImage(ldev_sectors, track_sectors, tracks, _stamped(lbas, wids).view(np.uint8).reshape(n_tracks, -1))
     check({0: SparseImage(ldev_sectors, track_sectors, tracks[:1], image.data[:1])}, WriteLog())   # compile
     t = time.perf_counter()
     v = check({0: image}, log)
