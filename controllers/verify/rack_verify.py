@@ -61,6 +61,11 @@ def _pair_verdict(rack: StorageRack, p: dict, image) -> dict:
     if p["name"] in rack.suspension_images:
         out["equals_suspension_image"] = bool(equals(image, rack.suspension_images[p["name"]]).consistent)
     if p["m_site"] not in rack.down_sites:
-        out["equals_master"] = bool(equals(image, rack.export_image(p["m_site"], p["m_ldev"])).consistent)
+        master_lost = rack.lost_tracks(p["m_site"]).get(p["m_ldev"])
+        if master_lost:   # the master cannot vouch for its image: a verdict, not a failed command
+            out["equals_master"] = False
+            out["master_data_loss"] = master_lost
+        else:
+            out["equals_master"] = bool(equals(image, rack.export_image(p["m_site"], p["m_ldev"])).consistent)
     return out
 

@@ -84,6 +84,7 @@ class Dkc(Actor):
         self.tb = tb
         media = [self.region(f"{d}.media").buf for d in lay["disks"]]
         self.media_bufs = media
+        self._disk_of = {name: i for i, name in enumerate(lay["disks"])}
         per = nd + 1
         first_spare = lay["groups"] * per
         #: which site disk backs each member of each group (a rebuild swaps in a spare)
@@ -127,8 +128,11 @@ class Dkc(Actor):
         #: copy reads being timed: seq -> [CopyRead, transfers left] (volatile: the firmware re-issues them)
         self.copy_wait: dict[int, list] = {}
         self.copy_seq = 0
+        #: site disk -> when it last answered anything (volatile): a disk that
+        #: answers other transfers is busy, not dead (see _timer_read)
+        self.disk_answered_ns: dict[int, int] = {}
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
-                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
+                      "disk_ios": 0, "disk_timeouts": 0, "disk_busy_waits": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
                       "copy_read_hits": 0, "copy_reads_waiting_max": 0,
                       "peer_malformed": 0}
@@ -297,6 +301,9 @@ class Dkc(Actor):
         read's ``rN``, a tagged ``[DESTAGE_IO, seq]`` or ``[REBUILD_IO, group]``,
         or None (a transfer only timed, nobody waits for it)."""
         rid = body["id"]
+        disk = self._disk_of.get(src)
+        if disk is not None:
+            self.disk_answered_ns[disk] = self.now_ns
         if isinstance(rid, list):
             tag, key = rid if len(rid) == 2 else (None, None)
             if tag == DESTAGE_IO and isinstance(key, int):
@@ -315,8 +322,8 @@ class Dkc(Actor):
         if pend is None:
             return
         pend["left"] -= 1
-        if src in self.params["layout"]["disks"]:
-            pend["answered"].append(self.params["layout"]["disks"].index(src))
+        if disk is not None:
+            pend["answered"].append(disk)
         if pend["left"] <= 0:
             del self.pending_reads[rid]
             self.cancel_timer(f"read:{rid}")
@@ -358,16 +365,28 @@ class Dkc(Actor):
         self._execute(self.fw.timer(self.now_ns, rest))
 
     def _timer_read(self, rest: str, data) -> None:
-        """A host read's disk transfers did not all come back in time: the
-        silent disks are failed, and the read is answered from what is left."""
-        pend = self.pending_reads.pop(data, None)
-        if pend is not None:
-            self.stats["disk_timeouts"] += 1
-            self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
-            for disk in pend["disks"]:
-                if disk not in pend["answered"]:
-                    self._fail_site_disk(disk, "no answer")
-            self._execute(pend["acts"])
+        """A host read's disk transfers did not all come back in time. A disk
+        that answered anything within the last ``disk_timeout`` is alive and
+        only busy (a deep queue of copy, destage and host transfers): the read
+        waits on. Only a disk silent for the whole timeout is failed, and the
+        read is then answered from what is left. (Failing busy disks made two
+        members of a loaded group 'fail' at once: a false double fault.)"""
+        pend = self.pending_reads.get(data)
+        if pend is None:
+            return
+        timeout = self.params["cost"]["disk_timeout_ns"]
+        silent = [d for d in pend["disks"] if d not in pend["answered"]
+                  and self.now_ns - self.disk_answered_ns.get(d, -timeout) >= timeout]
+        if not silent:
+            self.stats["disk_busy_waits"] += 1
+            self.set_timer(f"read:{data}", timeout, data)
+            return
+        del self.pending_reads[data]
+        self.stats["disk_timeouts"] += 1
+        self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
+        for disk in silent:
+            self._fail_site_disk(disk, "no answer")
+        self._execute(pend["acts"])
 
     def _timer_rebuild(self, rest: str, data) -> None:
         self._rebuild_step(int(data))
