@@ -277,19 +277,34 @@ def _compact_space(unit: tuple[int, ...], images: Mapping[int, SparseImage], log
     return _Compact(unit, sizes, iv_lo, iv_base, at, np.concatenate(ldev_parts), np.concatenate(lba_parts))
 
 
-def _log_index(log_wid: np.ndarray, wids: np.ndarray) -> np.ndarray:
-    """searchsorted(log_wid, wids) for a sorted unique ``log_wid``: through a
-    dense table when the ids are compact (hosts number writes 1, 2, ...),
-    which is O(n) instead of O(n log m)."""
-    top = int(log_wid[-1]) if log_wid.size else 0
-    if not log_wid.size or top > 4 * log_wid.size + (1 << 20) or (wids.size and int(wids.max()) > top):
-        return np.searchsorted(log_wid, wids)
-    table = np.zeros(top + 1, dtype=np.int64)
-    # position of the first id >= each value: fill holes by a running minimum from the right
-    table[:] = log_wid.size
-    table[log_wid] = np.arange(log_wid.size, dtype=np.int64)
-    table = np.minimum.accumulate(table[::-1])[::-1]
-    return table[wids]
+_CAT_CORRUPT, _CAT_UNKNOWN, _CAT_MISPLACED = 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _k_classify(state, wids, log_wid, start, sectors, cidx, cat):
+    """Per compact sector: the log index of the write it shows (cidx), or
+    _IDX_UNWRITTEN / _IDX_BAD; cat says why a sector is bad: corrupt (the
+    scan's verdict), unknown (an id the log lacks) or misplaced (the log puts
+    that write elsewhere)."""
+    n_log = log_wid.size
+    for g in range(state.size):
+        if state[g] == CORRUPT:
+            cidx[g] = -2
+            cat[g] = 1
+            continue
+        w = wids[g]
+        if w <= 0:
+            cidx[g] = -1
+            continue
+        k = np.searchsorted(log_wid, w)
+        if k >= n_log or log_wid[k] != w:
+            cidx[g] = -2
+            cat[g] = 2
+        elif g < start[k] or g >= start[k] + sectors[k]:
+            cidx[g] = -2
+            cat[g] = 3
+        else:
+            cidx[g] = k
 
 
 def _where(ldev: int, lba: int) -> str:
@@ -330,22 +345,13 @@ def _check_unit(unit: tuple[int, ...], images: Mapping[int, SparseImage], all_lo
             wids[at] = scan.write_ids
     reasons: list[str] = []
 
-    # (a) per-sector log index of the write each sector shows
-    cidx = np.full(state.size, _IDX_UNWRITTEN, dtype=np.int64)
-    cidx[state == CORRUPT] = _IDX_BAD
-    stamped = np.flatnonzero(wids > 0)
-    k = _log_index(log.wid, wids[stamped])
-    k_clip = np.minimum(k, max(log.wid.size - 1, 0))
-    known = (k < log.wid.size) & (log.wid[k_clip] == wids[stamped]) if log.wid.size else np.zeros(stamped.size, bool)
-    inside = np.zeros(stamped.size, dtype=bool)
-    g = stamped[known]
-    kk = k[known]
-    inside[known] = (g >= start[kk]) & (g < start[kk] + log.sectors[kk])
-    cidx[stamped[known & inside]] = k[known & inside]
-    cidx[stamped[~(known & inside)]] = _IDX_BAD
-    unknown = stamped[~known]
-    misplaced = stamped[known & ~inside]
-    corrupt = np.flatnonzero(state == CORRUPT)
+    # (a) per-sector log index of the write each sector shows (one compiled pass)
+    cidx = np.empty(state.size, dtype=np.int64)
+    cat = np.zeros(state.size, dtype=np.int8)
+    _k_classify(state, wids, log.wid, start, log.sectors, cidx, cat)
+    corrupt = np.flatnonzero(cat == _CAT_CORRUPT)
+    unknown = np.flatnonzero(cat == _CAT_UNKNOWN)
+    misplaced = np.flatnonzero(cat == _CAT_MISPLACED)
     for s in corrupt[:max_reasons]:
         reasons.append(f"corrupt/torn sector at {_where(int(sec_ldev[s]), int(sec_lba[s]))}")
     for s in unknown[:max_reasons]:
