@@ -24,7 +24,25 @@ from multiprocessing import shared_memory
 import numpy as np
 
 PREFIX = "emu_"
-MAX_REGION_BYTES = 64 << 30  # sparse, but a config asking for more is a mistake
+MAX_REGION_BYTES = 1 << 40  # sparse (a thin disk of a terabyte rack), but a config asking for more is a mistake
+SHM_DIR = "/dev/shm"
+#: Linux's MAP_NORESERVE (Python's mmap module names it only from 3.13): a
+#: sparse private region of terabytes must not be refused as overcommit
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+def backing_free_bytes(shared: bool) -> int:
+    """Bytes that written pages of a region can still take: the free space of
+    the shared-memory filesystem for segments (``shared``), the memory
+    available (MemAvailable) for private regions."""
+    if shared:
+        st = os.statvfs(SHM_DIR)
+        return st.f_bavail * st.f_frsize
+    with open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
 
 
 class SharedRegion:
@@ -36,6 +54,18 @@ class SharedRegion:
         self.size = size
         self.owner = owner
         self.buf = np.ndarray((size,), dtype=np.uint8, buffer=shm.buf)
+
+    #: pages of a segment live in the shared-memory filesystem
+    shared = True
+
+    def backing_free_bytes(self) -> int:
+        return backing_free_bytes(self.shared)
+
+    def punch(self) -> None:
+        """Drop every page of the segment: it reads zeros again and costs no
+        memory (MADV_REMOVE punches holes in the shared-memory file)."""
+        mapping = self._shm._mmap if self._shm is not None else self._mmap
+        mapping.madvise(mmap.MADV_REMOVE)
 
     @property
     def segment(self) -> str:
@@ -95,13 +125,19 @@ class PrivateRegion:
     child (``emu.forks``) writes its own copy of the disks and NVM, never the
     parent's, and there is no /dev/shm name to leak or to unlink twice."""
 
+    #: pages of a private region are anonymous memory
+    shared = False
+
+    def backing_free_bytes(self) -> int:
+        return backing_free_bytes(self.shared)
+
     def __init__(self, name: str, size: int):
         if size <= 0 or size > MAX_REGION_BYTES:
             raise ValueError(f"region {name}: size {size} outside 1..{MAX_REGION_BYTES} bytes")
         self.name = name
         self.size = size
         self.owner = True
-        self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         self.buf = np.ndarray((size,), dtype=np.uint8, buffer=self._mmap)
 
     def close(self) -> None:
@@ -110,6 +146,10 @@ class PrivateRegion:
             self._mmap.close()
         except BufferError:
             pass  # a view is still alive somewhere; the mapping goes with the process
+
+    def punch(self) -> None:
+        """Drop every page: the region reads zeros again and costs no memory."""
+        self._mmap.madvise(mmap.MADV_DONTNEED)
 
     def unlink(self) -> None:
         self.close()

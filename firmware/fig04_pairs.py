@@ -36,9 +36,15 @@ def s350_pair_form_instruction(fw: FirmwareHost, now_ns: int, req: PairCreate) -
     for pair in found:
         pair.mode, pair.fence, pair.state = mode, fence, P.COPY
         pair.bitmap = DiffBitmap(fw.store.ldev_tracks(pair.m_ldev))
-        pair.bitmap.set_all()
+        written = fw.store.written_tracks(pair.m_ldev)
+        if written is None:
+            pair.bitmap.set_all()
+            thin = {}
+        else:   # thin media: a never-written track reads zeros on both sides and is not copied
+            pair.bitmap.bits[written] = True
+            thin = {"thin_tracks": int(written.size)}
         pair.sent = None
-        fw.trace(350, "pair_form_instruction", pair=pair.name, mode=mode, fence=fence)
+        fw.trace(350, "pair_form_instruction", pair=pair.name, mode=mode, fence=fence, **thin)
     for site in sorted({p.r_site for p in found}):
         names = [p.name for p in found if p.r_site == site]
         fw.send(site, {"kind": MsgKind.PAIR_CREATE.value, "pairs": names, "mode": mode})
@@ -51,6 +57,11 @@ def s351_remote_accepts_pairs(fw: FirmwareHost, now_ns, from_site, msg):
     for name in msg["pairs"]:
         pair = fw.pairs.get(name)
         pair.state, pair.mode = P.COPY, msg["mode"]
+        # thin media: the initial copy sends only the master's written tracks, so
+        # the R-VOL is unmapped first and reads zeros wherever the master does
+        dropped = fw.store.discard(pair.r_ldev)
+        if dropped:
+            fw.trace(351, "remote_volume_discarded", pair=name, tracks=dropped)
     fw.send(from_site, {"kind": MsgKind.PAIR_CREATE_OK.value, "pairs": msg["pairs"], "ok": True})
 
 

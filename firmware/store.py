@@ -32,6 +32,8 @@ class TrackStore(Protocol):
 
     def ldev_tracks(self, ldev: int) -> int: ...
     def cached(self, ldev: int, track: int) -> bool: ...
+    def written_tracks(self, ldev: int): ...   # thin media: np.ndarray of tracks ever written; None when thick
+    def discard(self, ldev: int) -> int: ...   # thin media: UNMAP the LDEV (reads zeros); tracks discarded
     def read_track(self, ldev: int, track: int) -> bytes: ...
     def write_track(self, ldev: int, track: int, data: bytes) -> None: ...
     def write_sectors(self, ldev: int, lba: int, data: bytes) -> None: ...
@@ -70,6 +72,12 @@ class MemoryTrackStore:
 
     def cached(self, ldev: int, track: int) -> bool:
         return False   # no cache: every read is a disk read
+
+    def written_tracks(self, ldev: int):
+        return None    # thick: every track is stored
+
+    def discard(self, ldev: int) -> int:
+        return 0       # thick: nothing to unmap
 
     def read_track(self, ldev: int, track: int) -> bytes:
         start = track * self.track_bytes

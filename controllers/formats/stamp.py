@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from firmware.protocol import SECTOR_BYTES
 
 HEADER_BYTES = 24
@@ -125,24 +126,68 @@ class ImageScan:
 def scan_image(image, ldev: int, first_lba: int = 0) -> ImageScan:
     """Classify every sector of ``image`` (sector 0 is ``first_lba`` of ``ldev``)."""
     words = _as_words(image)
-    n = words.shape[0]
-    head = words[:, 0]
-    has_magic = (head & np.uint64(0xFFFFFFFF)) == np.uint64(MAGIC_U32)
-    state = np.full(n, UNWRITTEN, dtype=np.int8)
-    state[~has_magic & words.any(axis=1)] = CORRUPT
-    write_ids = np.zeros(n, dtype=np.int64)
-    all_idx = np.flatnonzero(has_magic)
-    for lo in range(0, all_idx.size, _SCAN_CHUNK_SECTORS):   # bounded temporaries on big LDEVs
-        idx = all_idx[lo:lo + _SCAN_CHUNK_SECTORS]
-        sub = words[idx]
-        lbas = idx.astype(np.uint64) + np.uint64(first_lba)
-        wid = sub[:, 2]
-        good = ((sub[:, 0] >> np.uint64(32)) == np.uint64(ldev)) & (sub[:, 1] == lbas)
-        good &= (wid >= np.uint64(1)) & (wid <= np.uint64(MAX_WRITE_ID))
-        good &= (sub[:, 3:] == _filler(wid, lbas)).all(axis=1)
-        state[idx] = np.where(good, OK, CORRUPT)
-        write_ids[idx[good]] = wid[good].astype(np.int64)
+    return scan_sectors(words, np.arange(first_lba, first_lba + words.shape[0], dtype=np.int64), ldev)
+
+
+def scan_sectors(words: np.ndarray, lbas: np.ndarray, ldev: int) -> ImageScan:
+    """Classify sectors ``words`` ((n, 64) uint64) that sit at ``lbas`` of
+    ``ldev``: one compiled pass, the filler regenerated in registers (no
+    temporaries; about 2 GB/s a core), so a thin image's written sectors
+    are checked without touching the rest."""
+    if words.ndim != 2 or words.shape[1] != WORDS_PER_SECTOR or words.dtype != _U64:
+        raise ValueError(f"sector words must be (n, {WORDS_PER_SECTOR}) uint64, got {words.dtype} {words.shape}")
+    lb = np.ascontiguousarray(lbas, dtype=np.int64).reshape(-1)
+    if lb.size != words.shape[0]:
+        raise ValueError(f"{words.shape[0]} sectors but {lb.size} lbas")
+    if not 0 <= ldev <= MAX_LDEV:
+        raise ValueError(f"ldev must be 0..{MAX_LDEV}, got {ldev}")
+    state = np.empty(lb.size, dtype=np.int8)
+    write_ids = np.zeros(lb.size, dtype=np.int64)
+    _k_scan(np.ascontiguousarray(words), lb.view(np.uint64), np.uint64(ldev), state, write_ids)
     return ImageScan(state=state, write_ids=write_ids)
+
+
+@njit(cache=True, nogil=True)
+def _k_mix64(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _k_scan(words, lbas, ldev, state, write_ids):
+    """Per sector: UNWRITTEN (no magic, all zero), OK (magic, ldev, lba, id
+    range and all 61 filler words right: write_ids gets the id), else CORRUPT."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    magic = np.uint64(MAGIC_U32)
+    low32 = np.uint64(0xFFFFFFFF)
+    max_id = np.uint64(MAX_WRITE_ID)
+    for i in range(words.shape[0]):
+        w0 = words[i, 0]
+        if (w0 & low32) != magic:
+            nonzero = False
+            for j in range(WORDS_PER_SECTOR):
+                if words[i, j] != 0:
+                    nonzero = True
+                    break
+            state[i] = CORRUPT if nonzero else UNWRITTEN
+            continue
+        lba = lbas[i]
+        wid = words[i, 2]
+        good = (w0 >> np.uint64(32)) == ldev and words[i, 1] == lba and wid >= np.uint64(1) and wid <= max_id
+        if good:
+            key = _k_mix64(wid ^ _k_mix64(lba + golden))
+            step = key
+            for j in range(FILLER_WORDS):
+                step += golden
+                if words[i, 3 + j] != _k_mix64(step):
+                    good = False
+                    break
+        if good:
+            state[i] = OK
+            write_ids[i] = np.int64(wid)
+        else:
+            state[i] = CORRUPT
 
 
 def read_stamps(image, ldev: int, first_lba: int = 0) -> np.ndarray:

@@ -72,6 +72,9 @@ class WriteLog:
         self._records: list[WriteRecord] = []
         self._index: dict[int, int] = {}
         self._last_id = 0
+        #: the integer columns kept beside the records, so that to_arrays is a
+        #: list-to-array copy, not a Python pass per write (the checker's cost)
+        self._cols: dict[str, list[int]] = {k: [] for k in HEADER if k != "site"}
         for rec in records:
             self.add(rec)
 
@@ -88,6 +91,13 @@ class WriteLog:
         self._index[rec.write_id] = len(self._records)
         self._records.append(rec)
         self._last_id = max(self._last_id, rec.write_id)
+        cols = self._cols
+        cols["write_id"].append(rec.write_id)
+        cols["ldev"].append(rec.ldev)
+        cols["lba"].append(rec.lba)
+        cols["sectors"].append(rec.sectors)
+        cols["issue_ns"].append(rec.issue_ns)
+        cols["complete_ns"].append(NOT_COMPLETED if rec.complete_ns is None else rec.complete_ns)
 
     def issue(self, write_id: int, site: str, ldev: int, lba: int, sectors: int, issue_ns: int) -> None:
         """Record a write sent by the host (not yet acknowledged)."""
@@ -105,6 +115,7 @@ class WriteLog:
         new = WriteRecord(old.write_id, old.site, old.ldev, old.lba, old.sectors, old.issue_ns, complete_ns)
         _validate(new)
         self._records[i] = new
+        self._cols["complete_ns"][i] = complete_ns
 
     # -- access ------------------------------------------------------------
     def __len__(self) -> int:
@@ -128,15 +139,7 @@ class WriteLog:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Columns as int64 arrays (``complete_ns`` = -1 where not acknowledged) plus ``site`` (object)."""
-        n = len(self._records)
-        cols = {k: np.empty(n, dtype=np.int64) for k in HEADER if k != "site"}
-        for i, r in enumerate(self._records):
-            cols["write_id"][i] = r.write_id
-            cols["ldev"][i] = r.ldev
-            cols["lba"][i] = r.lba
-            cols["sectors"][i] = r.sectors
-            cols["issue_ns"][i] = r.issue_ns
-            cols["complete_ns"][i] = NOT_COMPLETED if r.complete_ns is None else r.complete_ns
+        cols = {k: np.array(v, dtype=np.int64) if v else np.zeros(0, np.int64) for k, v in self._cols.items()}
         cols["site"] = np.array([r.site for r in self._records], dtype=object)
         return cols
 

@@ -480,14 +480,14 @@ class SvpConsole(cmd.Cmd):
     @command(complete=lambda c: sorted(c.rack.sites))
     def do_export(self, arg):
         """export SITE:LDEV FILE
-        Write the raw bytes of one LDEV image to FILE.
+        Write the raw bytes of one LDEV image to FILE (a sparse file: never-written thin tracks are holes).
         Example: export remote:0 /tmp/r0.img"""
         w = self._args(arg)
         if len(w) != 2 or ":" not in w[0] or not w[0].partition(":")[2].isdigit():
             raise ValueError("usage: export SITE:LDEV FILE")
         site, _, ldev = w[0].partition(":")
         out = self.rack.export(site, int(ldev), w[1])
-        self.say(f"export {w[0]}: {out['bytes']} bytes -> {w[1]}")
+        self.say(f"export {w[0]}: {out['bytes']} bytes ({out['stored']} stored, the rest holes) -> {w[1]}")
 
     @command()
     def do_quit(self, arg):

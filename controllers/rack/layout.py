@@ -29,7 +29,6 @@ from firmware.protocol import FENCES, METHODS, MODES, ORDERS, SECTOR_BYTES
 MAX_SITES = 8
 MAX_LDEVS_PER_SITE = 1024
 MAX_DISKS_PER_SITE = 256
-MAX_SITE_MEDIA_BYTES = 8 << 30
 MAX_CACHE_BYTES = 4 << 30
 NVM_BYTES = 512 << 20  # sparse; two slots for the firmware state (time-series queue data included)
 
@@ -43,6 +42,7 @@ SITE_DEFAULTS = {
     "ldev_size": "1MiB",
     "disk_preset": "hp97560",   # Ruemmler & Wilkes 1994 (configs/disks/hp97560.parv)
     "disk_model": None,         # or a DiskSim 4.0 .parv/.diskspecs, relative to the config file
+    "thin": False,              # thin media: a never-written track is not stored (README "Sizes and thin media")
 }
 DKC_DEFAULTS = {
     "clock": "400MHz",          # order of a late-1990s DKC microprocessor (assumption, stated)
@@ -103,14 +103,22 @@ def site_layout(name: str, raw: dict, path: str, prefix: str) -> dict:
     n_disks = groups * (n_data + 1) + spares
     if n_disks > MAX_DISKS_PER_SITE:
         raise ConfigError(f"{n_disks} disks exceed {MAX_DISKS_PER_SITE} per site", prefix + "groups", path)
+    if not isinstance(s["thin"], bool):
+        raise ConfigError(f"expected true or false, got {s['thin']!r}", prefix + "thin", path)
+    # no cap on capacity: thick media are checked against the memory that backs
+    # them when the rack starts, thin media as their writes land (README "Sizes")
     media = n_disks * tracks_per_disk * track_bytes
-    if media > MAX_SITE_MEDIA_BYTES:
-        raise ConfigError(f"site media of {media} bytes exceeds {MAX_SITE_MEDIA_BYTES}", prefix + "ldev_size", path)
     ldevs = [{"ldev": i, "tracks": ldev_tracks, "group": i // per_group} for i in range(n_ldevs)]
     return {"name": name, "track_bytes": track_bytes, "n_data": n_data, "groups": groups,
             "spares": spares, "tracks_per_disk": tracks_per_disk, "n_disks": n_disks,
             "ldevs": ldevs, "disk_preset": disk_preset, "disk_model": disk_model,
+            "thin": s["thin"], "media_bytes": media, "key_prefix": prefix,
             "disks": [f"{name}.disk{i}" for i in range(n_disks)]}
+
+
+def thin_map_bytes(st: dict) -> int:
+    """A site's thin map: per group a byte per logical track and per stripe."""
+    return st["groups"] * (st["n_data"] + 1) * st["tracks_per_disk"]
 
 
 def _disk(raw: dict, s: dict, path: str, prefix: str) -> tuple[str, str]:
@@ -123,6 +131,7 @@ def _disk(raw: dict, s: dict, path: str, prefix: str) -> tuple[str, str]:
         if not isinstance(s["disk_preset"], str) or s["disk_preset"] not in PRESETS:
             raise ConfigError(f"unknown disk preset (known: {', '.join(sorted(PRESETS))})",
                               prefix + "disk_preset", path)
+        PRESETS[s["disk_preset"]]   # parsed once here, before the actor processes fork (a nearline file takes 0.3 s)
         return s["disk_preset"], ""
     if "disk_preset" in raw:
         raise ConfigError("give disk_preset or disk_model, not both", prefix + "disk_model", path)
@@ -333,12 +342,15 @@ def _site_actors(name, st, dkc, rec, pairs, peers, host_index, actors, lks, regi
             "role": role, "dkc": f"{name}.dkc"}, [f"{d}.media"]))
         lks.append(LinkSpec(f"{name}.dkc", d, dkc["bus_latency_ns"]))
     regions.append(RegionSpec(f"{name}.dkc.nvm", NVM_BYTES))
+    if st["thin"]:   # written flag per logical track and used flag per stripe, per group (RaidGroup.thin_map_bytes)
+        regions.append(RegionSpec(f"{name}.dkc.thin", thin_map_bytes(st)))
     regions.append(RegionSpec(f"{name}.dkc.cache", max(1, dkc["cache_tracks"]) * st["track_bytes"]))
     site_pairs = [p for p in pairs if name in (p["m_site"], p["r_site"])]
     actors.append(ActorSpec(f"{name}.dkc", class_path("dkc"), {
         "site": name, "layout": st, "cost": dkc, "pairs": site_pairs, "peers": peers,
         "recovery": {k: rec[k] for k in ("keep_raid5", "spares_usable", "format_shortcut")}},
-        [f"{d}.media" for d in st["disks"]] + [f"{name}.dkc.nvm", f"{name}.dkc.cache"]))
+        [f"{d}.media" for d in st["disks"]] + [f"{name}.dkc.nvm", f"{name}.dkc.cache"]
+        + ([f"{name}.dkc.thin"] if st["thin"] else [])))
     actors.append(ActorSpec(f"{name}.host", class_path("host"), {
         "site": name, "dkc": f"{name}.dkc", "host_index": host_index,
         "ldev_sectors": [ld["tracks"] * st["track_bytes"] // SECTOR_BYTES for ld in st["ldevs"]]}))

@@ -11,6 +11,7 @@ from typing import IO, Callable
 
 import numpy as np
 
+from controllers.formats.image import SparseImage
 from controllers.formats.writelog import WriteLog, WriteRecord
 from controllers.devices.svp import SETTABLE, convert_setting
 from controllers.devices.registry import REPORT_SECTIONS, by_path, preload_modules
@@ -19,7 +20,9 @@ from firmware.fig05_recovery_master import compute_n, copy_need_tracks, save_cap
 from emu import units
 from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, HorcTakeover, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                SetParam, Show, request_to_wire)
+from emu.params import ConfigError
 from emu.rack import Rack
+from emu.shm import backing_free_bytes
 
 RUN_UNTIL_LIMIT_NS = 3_600 * 10 ** 9
 #: SVP settings the DKC firmware needs at once, not only at the next pairresync
@@ -41,10 +44,11 @@ class StorageRack:
         self.pairs = {p["name"]: p for p in self.storage.pairs}
         self.groups = self.storage.groups
         self.links = {ln["name"]: ln for ln in self.storage.links}
+        check_media_room(self.sites, backend, self.config_path)
         self.rack = Rack(self.spec, backend, trace_out=trace_out, keep_trace=keep_trace, realtime=realtime,
                          preload=preload_modules())
         self.down_sites: set[str] = set()
-        self.suspension_images: dict[str, bytes] = {}   # pair -> remote image when it was suspended
+        self.suspension_images: dict[str, SparseImage] = {}   # pair -> remote image when it was suspended
         self.events: list[dict] = []                    # console history for the report
         self.phase_marks: list[tuple[str, int]] = [("main", 0)]
         self.last_verify: dict | None = None
@@ -208,7 +212,7 @@ class StorageRack:
         recovery copy touches it: the image a rollback must restore."""
         for p in self.resolve(target):
             if p["name"] in suspended and p["r_site"] not in self.down_sites:
-                self.suspension_images[p["name"]] = self.export_bytes(p["r_site"], p["r_ldev"])
+                self.suspension_images[p["name"]] = self.export_image(p["r_site"], p["r_ldev"])
 
     # -- settings ---------------------------------------------------------------------------
     def set(self, key: str, value: str, site: str | None = None) -> dict:
@@ -517,12 +521,21 @@ class StorageRack:
                 self.notices.append(f"notice: process {f['actor']} died at {units.fmt_ns(f['time_ns'])}")
 
     # -- data -------------------------------------------------------------------------------------------
-    def export_bytes(self, site: str, ldev: int) -> bytes:
+    def export_image(self, site: str, ldev: int) -> SparseImage:
+        """The LDEV's image as the DKC vouches for it: on thin media only the
+        tracks ever written are carried (the rest reads zeros); CommandError
+        when a track has no right image (data loss)."""
         self._site_up(site)
         out = self.rack.query(f"{site}.dkc", {"q": "export", "ldev": int(ldev)})
         if not out.get("ok"):
             raise CommandError(out.get("error", "export failed"))
-        return bytes(out["data"])
+        if out["tracks"] is None:
+            return SparseImage.dense(bytes(out["data"]))
+        return SparseImage.from_tracks(out["n_tracks"], out["track_bytes"], out["tracks"], bytes(out["data"]))
+
+    def export_bytes(self, site: str, ldev: int) -> bytes:
+        """The whole image as bytes (O(capacity): small racks and tests)."""
+        return self.export_image(site, ldev).to_bytes()
 
     def read_track(self, site: str, ldev: int, track: int) -> bytes:
         """One track as the host would read it now (CommandError on data loss)."""
@@ -541,9 +554,12 @@ class StorageRack:
         return {int(k): v for k, v in sorted(out["ldevs"].items(), key=lambda kv: int(kv[0]))}
 
     def export(self, site: str, ldev: int, path: str) -> dict:
-        data = self.export_bytes(site, ldev)
-        Path(path).write_bytes(data)
-        return {"ok": True, "bytes": len(data), "path": path}
+        """Write the LDEV's image to ``path``: a sparse file (holes where a
+        thin LDEV was never written). ``bytes`` is its size, ``stored`` what
+        was written into it."""
+        image = self.export_image(site, ldev)
+        stored = image.write_file(path)
+        return {"ok": True, "bytes": image.nbytes, "stored": stored, "path": path}
 
     def _save_host_log(self, proc: str) -> None:
         """The write log is the test bench's record of what the host did: keep
@@ -647,6 +663,23 @@ SHOW_VIEWS: dict[str, tuple[Callable[[StorageRack, str, int | None], dict], bool
     "time": (StorageRack._show_time, False),
     "nbd": (StorageRack._show_nbd, False),
 }
+
+
+def check_media_room(sites: dict, backend: str, config: str) -> None:
+    """Thick media are written in full by the initial copy: refuse a rack
+    whose thick media cannot fit in what backs them (/dev/shm for the
+    processes backend, memory for inline), naming the key. Thin media are
+    checked as their writes land (the DKC's ``MediaFull``)."""
+    thick = [st for _, st in sorted(sites.items()) if not st["thin"]]
+    need = sum(st["media_bytes"] for st in thick)
+    if not thick:
+        return
+    free = backing_free_bytes(backend != "inline")
+    if need > free:
+        where = "/dev/shm" if backend != "inline" else "memory (MemAvailable)"
+        raise ConfigError(f"thick media of {need} bytes (sites {', '.join(st['name'] for st in thick)}) do not "
+                          f"fit in the {free} bytes free in {where}: set thin = true or a smaller ldev_size",
+                          thick[0]["key_prefix"] + "thin", config)
 
 
 def show_usage() -> list[str]:

@@ -70,7 +70,7 @@ def check_invariants(rack: StorageRack, where: str) -> None:
         if rows and all(r["state"] == "PAIR" and r.get("mode") == "sync" for r in rows):
             log = log or rack.writelog()
             members = [rack.pairs[n] for n in g["pairs"]]
-            images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+            images = {p["m_ldev"]: rack.export_image(p["r_site"], p["r_ldev"]) for p in members}
             v = holds_all_acknowledged(images, log.filter(sites=[g["master"]]))
             if not v.consistent:
                 raise Violation(f"{where}: group {gname} is PAIR (sync) but the remote misses "

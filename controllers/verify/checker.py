@@ -38,9 +38,14 @@ partial) yields the image".
 write a violation. ``equals`` compares with a reference image (e.g. the
 suspension-time image a recovery copy must return to).
 
-Cost: one vectorised scan of the images (stamp + filler check) and one pass
-over the sectors of every logged write (chunked); ~100k writes on a few
-MiB of LDEVs take well under a second.
+Cost: O(written data), not O(capacity). Images may be sparse
+(:class:`controllers.formats.image.SparseImage`: thin LDEVs hold only the
+tracks ever written, the rest reads zeros). The check works in a *compact*
+sector space: the union of the sectors an image holds and the sectors the
+log's writes touch, per LDEV, merged into intervals; a sector outside it is
+unwritten and no write claims it, so it can only count as unwritten. The
+held sectors are scanned by one compiled pass (``stamp.scan_sectors``), then
+one vectorised pass over the sectors of every logged write (chunked).
 """
 
 from __future__ import annotations
@@ -53,12 +58,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from numba import njit
 
-from controllers.formats.stamp import CORRUPT, SECTOR_BYTES, UNWRITTEN, ImageScan, scan_image
+from controllers.formats.image import SparseImage, as_image, read_image_file
+from controllers.formats.stamp import CORRUPT, SECTOR_BYTES, UNWRITTEN, ImageScan, scan_sectors
 from controllers.formats.writelog import WriteLog
 
 MAX_REASONS = 5
-_CHUNK_ENTRIES = 1 << 22
 _INF = np.iinfo(np.int64).max
 
 # special values of the per-sector log index
@@ -178,17 +184,18 @@ def check(images: Mapping[int, object], log: WriteLog, units: Sequence[Iterable[
     """Dependent-write consistency (and RPO) of ``images`` against ``log``.
 
     ``images`` maps LDEV number to its raw image (bytes / bytearray / uint8
-    array, length a multiple of 512). ``units`` lists consistency units
-    (default: each LDEV alone); writes to LDEVs outside every unit are
-    ignored. ``sites`` restricts the log to writes issued at those sites.
-    ``require_all_acked`` (sync PAIR) makes every acknowledged write that
-    is not held a violation. Raises ValueError on input that does not fit
-    (an image of the wrong size, a logged write past the end of its LDEV).
+    array, length a multiple of 512, or a ``SparseImage``). ``units`` lists
+    consistency units (default: each LDEV alone); writes to LDEVs outside
+    every unit are ignored. ``sites`` restricts the log to writes issued at
+    those sites. ``require_all_acked`` (sync PAIR) makes every acknowledged
+    write that is not held a violation. Raises ValueError on input that does
+    not fit (an image of the wrong size, a logged write past the end of its
+    LDEV).
     """
     unit_list = _normalise_units(images, units)
-    scans = {ldev: scan_image(images[ldev], ldev) for ldev in sorted({m for u in unit_list for m in u})}
+    sparse = {ldev: as_image(images[ldev]) for ldev in sorted({m for u in unit_list for m in u})}
     arrays = _log_arrays(log, sites)
-    verdicts = [_check_unit(u, scans, arrays, require_all_acked, max_reasons) for u in unit_list]
+    verdicts = [_check_unit(u, sparse, arrays, require_all_acked, max_reasons) for u in unit_list]
     return _merge(verdicts, unit_list, max_reasons)
 
 
@@ -210,56 +217,141 @@ def _merge(verdicts: list[Verdict], units: list[tuple[int, ...]], max_reasons: i
         if v.missing_acked_max_complete_ns is not None:
             hi = max(hi or 0, v.missing_acked_max_complete_ns)
             lo = v.missing_acked_min_complete_ns if lo is None else min(lo, v.missing_acked_min_complete_ns)
-    held = np.unique(np.concatenate([v.held_write_ids for v in verdicts])) if verdicts else np.zeros(0, np.int64)
+    if len(verdicts) == 1:   # one unit's held ids are already sorted and unique (the log is sorted by id)
+        held = verdicts[0].held_write_ids
+    else:
+        held = np.unique(np.concatenate([v.held_write_ids for v in verdicts])) if verdicts else np.zeros(0, np.int64)
     return Verdict(all(v.consistent for v in verdicts), reasons[:max_reasons], counts, lo, hi, list(units), held)
 
 
-def _unit_sectors(unit: tuple[int, ...], scans: Mapping[int, ImageScan]):
-    """Concatenate the unit's scans; returns (base offsets, state, write ids, ldev of sector, lba of sector)."""
-    sizes = [scans[m].state.size for m in unit]
-    base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    state = np.concatenate([scans[m].state for m in unit])
-    wids = np.concatenate([scans[m].write_ids for m in unit])
-    sec_ldev = np.repeat(np.asarray(unit, dtype=np.int64), sizes)
-    sec_lba = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
-    return base, np.asarray(sizes, dtype=np.int64), state, wids, sec_ldev, sec_lba
+def _intervals(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of half-open intervals [lo, hi) as sorted disjoint (starts, ends)."""
+    if lo.size == 0:
+        return lo.astype(np.int64), hi.astype(np.int64)
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    run_hi = np.maximum.accumulate(hi)
+    new = np.ones(lo.size, dtype=bool)
+    new[1:] = lo[1:] > run_hi[:-1]
+    first = np.flatnonzero(new)
+    return lo[first], np.maximum.reduceat(hi, first)
+
+
+@dataclass
+class _Compact:
+    """The unit's compact sector space: per LDEV, intervals of real sectors
+    laid end to end. ``to_compact(ldev, lba)`` maps a sector inside them."""
+
+    unit: tuple[int, ...]
+    sizes: np.ndarray            # real sectors per LDEV of the unit
+    iv_lo: list                  # per LDEV: interval starts (real lba)
+    iv_base: list                # per LDEV: compact index of each interval's start
+    size: int                    # compact sectors in all
+    sec_ldev: np.ndarray         # per compact sector: its LDEV
+    sec_lba: np.ndarray          # per compact sector: its real lba
+
+    def to_compact(self, pos: int, lba: np.ndarray) -> np.ndarray:
+        lo, base = self.iv_lo[pos], self.iv_base[pos]
+        k = np.searchsorted(lo, lba, side="right") - 1
+        return base[k] + lba - lo[k]
+
+
+def _compact_space(unit: tuple[int, ...], images: Mapping[int, SparseImage], log: "_Log") -> _Compact:
+    sizes = np.asarray([images[m].n_sectors for m in unit], dtype=np.int64)
+    iv_lo, iv_base, ldev_parts, lba_parts = [], [], [], []
+    at = 0
+    for pos, m in enumerate(unit):
+        img = images[m]
+        mine = log.ldev == m
+        seg_lo = img.segments * img.seg_sectors
+        lo, hi = _intervals(np.concatenate([seg_lo, log.lba[mine]]),
+                            np.concatenate([seg_lo + img.seg_sectors, log.lba[mine] + log.sectors[mine]]))
+        lens = hi - lo
+        base = at + np.cumsum(lens) - lens
+        iv_lo.append(lo)
+        iv_base.append(base)
+        total = int(lens.sum())
+        lba_parts.append(np.repeat(lo - base, lens) + np.arange(at, at + total, dtype=np.int64))
+        ldev_parts.append(np.full(total, m, dtype=np.int64))
+        at += total
+    return _Compact(unit, sizes, iv_lo, iv_base, at, np.concatenate(ldev_parts), np.concatenate(lba_parts))
+
+
+_CAT_CORRUPT, _CAT_UNKNOWN, _CAT_MISPLACED = 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _k_classify(state, wids, log_wid, start, sectors, cidx, cat):
+    """Per compact sector: the log index of the write it shows (cidx), or
+    _IDX_UNWRITTEN / _IDX_BAD; cat says why a sector is bad: corrupt (the
+    scan's verdict), unknown (an id the log lacks) or misplaced (the log puts
+    that write elsewhere)."""
+    n_log = log_wid.size
+    for g in range(state.size):
+        if state[g] == CORRUPT:
+            cidx[g] = -2
+            cat[g] = 1
+            continue
+        w = wids[g]
+        if w <= 0:
+            cidx[g] = -1
+            continue
+        k = np.searchsorted(log_wid, w)
+        if k >= n_log or log_wid[k] != w:
+            cidx[g] = -2
+            cat[g] = 2
+        elif g < start[k] or g >= start[k] + sectors[k]:
+            cidx[g] = -2
+            cat[g] = 3
+        else:
+            cidx[g] = k
 
 
 def _where(ldev: int, lba: int) -> str:
     return f"ldev {ldev} lba {lba}"
 
 
-def _check_unit(unit: tuple[int, ...], scans: Mapping[int, ImageScan], all_log: _Log,
+def _check_unit(unit: tuple[int, ...], images: Mapping[int, SparseImage], all_log: _Log,
                 require_all_acked: bool, max_reasons: int) -> Verdict:
     log = all_log.take(np.isin(all_log.ldev, unit))
-    base, sizes, state, wids, sec_ldev, sec_lba = _unit_sectors(unit, scans)
     unit_arr = np.asarray(unit, dtype=np.int64)
     pos = np.searchsorted(unit_arr, log.ldev)
-    start = base[pos] + log.lba                      # global sector of each write's first sector
+    sizes = np.asarray([images[m].n_sectors for m in unit], dtype=np.int64)
     too_long = log.lba + log.sectors > sizes[pos]
     if too_long.any():
         i = int(np.flatnonzero(too_long)[0])
         raise ValueError(f"write {int(log.wid[i])} ({_where(int(log.ldev[i]), int(log.lba[i]))}, "
                          f"{int(log.sectors[i])} sectors) runs past the end of its LDEV image "
                          f"({int(sizes[pos[i]])} sectors)")
+    space = _compact_space(unit, images, log)
+    sec_ldev, sec_lba = space.sec_ldev, space.sec_lba
+    # the compact sector of each write's first sector (its extent is contiguous there)
+    start = np.empty(log.wid.size, dtype=np.int64)
+    for p in range(len(unit)):
+        mine = np.flatnonzero(pos == p)
+        start[mine] = space.to_compact(p, log.lba[mine])
+    # what every held sector shows (the rest of the compact space is unwritten)
+    state = np.full(space.size, UNWRITTEN, dtype=np.int8)
+    wids = np.zeros(space.size, dtype=np.int64)
+    for p, m in enumerate(unit):
+        img = images[m]
+        if img.segments.size:
+            lbas = img.sector_lbas()
+            scan: ImageScan = scan_sectors(img.words(), lbas, m)
+            # a segment is contiguous in the compact space too: map its first sector only
+            first = space.to_compact(p, img.segments * img.seg_sectors)
+            at = (first[:, None] + np.arange(img.seg_sectors, dtype=np.int64)[None, :]).reshape(-1)
+            state[at] = scan.state
+            wids[at] = scan.write_ids
     reasons: list[str] = []
 
-    # (a) per-sector log index of the write each sector shows
-    cidx = np.full(state.size, _IDX_UNWRITTEN, dtype=np.int64)
-    cidx[state == CORRUPT] = _IDX_BAD
-    stamped = np.flatnonzero(wids > 0)
-    k = np.searchsorted(log.wid, wids[stamped])
-    k_clip = np.minimum(k, max(log.wid.size - 1, 0))
-    known = (k < log.wid.size) & (log.wid[k_clip] == wids[stamped]) if log.wid.size else np.zeros(stamped.size, bool)
-    inside = np.zeros(stamped.size, dtype=bool)
-    g = stamped[known]
-    kk = k[known]
-    inside[known] = (g >= start[kk]) & (g < start[kk] + log.sectors[kk])
-    cidx[stamped[known & inside]] = k[known & inside]
-    cidx[stamped[~(known & inside)]] = _IDX_BAD
-    unknown = stamped[~known]
-    misplaced = stamped[known & ~inside]
-    corrupt = np.flatnonzero(state == CORRUPT)
+    # (a) per-sector log index of the write each sector shows (one compiled pass)
+    cidx = np.empty(state.size, dtype=np.int64)
+    cat = np.zeros(state.size, dtype=np.int8)
+    _k_classify(state, wids, log.wid, start, log.sectors, cidx, cat)
+    corrupt = np.flatnonzero(cat == _CAT_CORRUPT)
+    unknown = np.flatnonzero(cat == _CAT_UNKNOWN)
+    misplaced = np.flatnonzero(cat == _CAT_MISPLACED)
     for s in corrupt[:max_reasons]:
         reasons.append(f"corrupt/torn sector at {_where(int(sec_ldev[s]), int(sec_lba[s]))}")
     for s in unknown[:max_reasons]:
@@ -269,7 +361,9 @@ def _check_unit(unit: tuple[int, ...], scans: Mapping[int, ImageScan], all_log: 
                        f"which the log puts elsewhere")
 
     # visible and required writes
-    vis_idx = np.unique(cidx[cidx >= 0])
+    seen = np.zeros(log.wid.size, dtype=bool)   # a mask, not np.unique: O(n), and sorted as unique's
+    seen[cidx[cidx >= 0]] = True
+    vis_idx = np.flatnonzero(seen)
     acked = log.complete != _INF
     required = acked & (log.complete <= _latest_other_visible_issue(vis_idx, log))
 
@@ -294,7 +388,9 @@ def _check_unit(unit: tuple[int, ...], scans: Mapping[int, ImageScan], all_log: 
     consistent = bad_sectors == 0 and missing_req.size == 0
     if require_all_acked:
         consistent = consistent and missing_acked.size == 0
-    counts = {"sectors": int(state.size), "unwritten_sectors": int((state == UNWRITTEN).sum()),
+    n_sectors = int(sizes.sum())
+    counts = {"sectors": n_sectors,
+              "unwritten_sectors": n_sectors - space.size + int((state == UNWRITTEN).sum()),
               "corrupt_sectors": int(corrupt.size), "unknown_stamps": int(unknown.size),
               "misplaced_stamps": int(misplaced.size), "writes": int(log.wid.size),
               "acked_writes": int(acked.sum()), "visible_writes": int(vis_idx.size),
@@ -324,28 +420,23 @@ def _latest_other_visible_issue(vis_idx: np.ndarray, log: _Log) -> np.ndarray:
 def _first_unheld_sector(writes: np.ndarray, start: np.ndarray, log: _Log, cidx: np.ndarray) -> np.ndarray:
     """For every log write: the first global sector where it is not held, -1 if held (or not checked)."""
     out = np.full(log.wid.size, -1, dtype=np.int64)
-    if writes.size == 0:
-        return out
-    lens = log.sectors[writes]
-    ends = np.cumsum(lens)
-    # chunk so that no chunk expands to more than _CHUNK_ENTRIES sectors
-    cuts = np.searchsorted(ends, np.arange(_CHUNK_ENTRIES, int(ends[-1]), _CHUNK_ENTRIES), side="left")
-    for chunk in np.split(writes, np.unique(np.maximum(cuts, 1))):
-        if chunk.size == 0:
-            continue
-        n = log.sectors[chunk]
-        owner = np.repeat(chunk, n)
-        offset = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
-        g = start[owner] + offset
-        c = cidx[g]
-        c_safe = np.maximum(c, 0)
-        held = (c == owner) | ((c >= 0) & (log.complete[c_safe] > log.issue[owner]))
-        bad = np.flatnonzero(~held)
-        if bad.size:
-            # first failing sector per owner: bad is in ascending g within each owner
-            owners_bad, first = np.unique(owner[bad], return_index=True)
-            out[owners_bad] = g[bad[first]]
+    if writes.size:
+        _k_first_unheld(np.ascontiguousarray(writes, dtype=np.int64), start, log.sectors, log.issue,
+                        log.complete, cidx, out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _k_first_unheld(writes, start, sectors, issue, complete, cidx, out):
+    """Sector s of write a holds a when it shows a itself, or a write c that
+    may have landed after a (not completed before a was issued)."""
+    for i in range(writes.size):
+        a = writes[i]
+        for g in range(start[a], start[a] + sectors[a]):
+            c = cidx[g]
+            if c != a and (c < 0 or complete[c] <= issue[a]):
+                out[a] = g
+                break
 
 
 def _explain_missing(a: int, s: int, log: _Log, cidx, sec_ldev, sec_lba, vis_issue_sorted, vis_by_issue) -> str:
@@ -370,8 +461,10 @@ def _explain_missing(a: int, s: int, log: _Log, cidx, sec_ldev, sec_lba, vis_iss
 def equals(image, reference, *, max_reasons: int = MAX_REASONS) -> Verdict:
     """Does ``image`` equal ``reference`` byte for byte (e.g. the suspension-time image)?
 
-    Both are single images or both mappings LDEV -> image. Reasons name the
-    first differing sectors and the write ids each side's stamp shows.
+    Both are single images or both mappings LDEV -> image; an image may be
+    sparse (``SparseImage``: what it does not hold reads zeros). Reasons name
+    the first differing sectors and the write ids each side's stamp shows.
+    Cost: O(held sectors) of the two sides.
     """
     if isinstance(image, Mapping) != isinstance(reference, Mapping):
         raise ValueError("equals: pass two images or two mappings LDEV -> image")
@@ -385,26 +478,41 @@ def equals(image, reference, *, max_reasons: int = MAX_REASONS) -> Verdict:
             reasons.append(f"{label}present on one side only")
             differ += 1
             continue
-        wa, wb = _sector_words(a), _sector_words(b)
-        if wa.shape != wb.shape:
-            reasons.append(f"{label}size differs: {wa.shape[0]} vs {wb.shape[0]} sectors")
-            differ += max(wa.shape[0], wb.shape[0])
+        sa, sb = as_image(a), as_image(b)
+        if sa.n_sectors != sb.n_sectors:
+            reasons.append(f"{label}size differs: {sa.n_sectors} vs {sb.n_sectors} sectors")
+            differ += max(sa.n_sectors, sb.n_sectors)
             continue
-        total += wa.shape[0]
-        diff = np.flatnonzero((wa != wb).any(axis=1))
+        total += sa.n_sectors
+        diff, wa, wb = _differing_sectors(sa, sb)
         differ += diff.size
-        for s in diff[: max(0, max_reasons - len(reasons))]:
-            reasons.append(f"{label}lba {int(s)}: image shows {_stamp_text(wa[s])}, "
-                           f"reference shows {_stamp_text(wb[s])}")
+        for i in range(min(diff.size, max(0, max_reasons - len(reasons)))):
+            reasons.append(f"{label}lba {int(diff[i])}: image shows {_stamp_text(wa[i])}, "
+                           f"reference shows {_stamp_text(wb[i])}")
     return Verdict(differ == 0, reasons[:max_reasons], {"sectors": total, "differing_sectors": differ},
                    units=[(k,) for k in pairs if k is not None])
 
 
-def _sector_words(image) -> np.ndarray:
-    buf = np.frombuffer(image, dtype=np.uint8) if not isinstance(image, np.ndarray) else image.view(np.uint8).reshape(-1)
-    if buf.size % SECTOR_BYTES:
-        raise ValueError(f"image size {buf.size} B is not a multiple of {SECTOR_BYTES} B")
-    return buf.view("<u8").reshape(-1, SECTOR_BYTES // 8)
+def _differing_sectors(a: SparseImage, b: SparseImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted lbas where two images of one size differ, with each side's words there."""
+    if a.segments.size == 1 == b.segments.size and a.seg_sectors == a.n_sectors == b.seg_sectors:
+        wa, wb = a.words(), b.words()   # two dense images
+        diff = np.flatnonzero((wa != wb).any(axis=1))
+        return diff, wa[diff], wb[diff]
+    la, lb = a.sector_lbas(), b.sector_lbas()
+    wa, wb = a.words(), b.words()
+    both, ia, ib = np.intersect1d(la, lb, assume_unique=True, return_indices=True)
+    only_a = np.setdiff1d(np.arange(la.size), ia, assume_unique=True)
+    only_b = np.setdiff1d(np.arange(lb.size), ib, assume_unique=True)
+    only_a = only_a[wa[only_a].any(axis=1)]   # a sector one side lacks reads zeros there
+    only_b = only_b[wb[only_b].any(axis=1)]
+    d_both = np.flatnonzero((wa[ia] != wb[ib]).any(axis=1))
+    lbas = np.concatenate([both[d_both], la[only_a], lb[only_b]])
+    zeros = lambda n: np.zeros((n, wa.shape[1] if wa.size else wb.shape[1]), np.uint64)  # noqa: E731
+    side_a = np.concatenate([wa[ia[d_both]], wa[only_a], zeros(only_b.size)])
+    side_b = np.concatenate([wb[ib[d_both]], zeros(only_a.size), wb[only_b]])
+    order = np.argsort(lbas, kind="stable")
+    return lbas[order], side_a[order], side_b[order]
 
 
 def _stamp_text(words: np.ndarray) -> str:
@@ -421,8 +529,9 @@ def _stamp_text(words: np.ndarray) -> str:
 _IMG_RE = re.compile(r"ldev(\d+)\.img")
 
 
-def load_images(images_dir: str | Path) -> dict[int, bytes]:
-    """Read every ``ldev<N>.img`` in a folder; ValueError naming the folder/file on trouble."""
+def load_images(images_dir: str | Path) -> dict[int, SparseImage]:
+    """Read every ``ldev<N>.img`` in a folder (sparse files by their data
+    extents only); ValueError naming the folder/file on trouble."""
     folder = Path(images_dir)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a directory")
@@ -431,10 +540,7 @@ def load_images(images_dir: str | Path) -> dict[int, bytes]:
         m = _IMG_RE.fullmatch(path.name)
         if not m:
             continue
-        data = path.read_bytes()
-        if len(data) % SECTOR_BYTES:
-            raise ValueError(f"{path}: size {len(data)} B is not a multiple of {SECTOR_BYTES} B")
-        images[int(m.group(1))] = data
+        images[int(m.group(1))] = read_image_file(path)
     if not images:
         raise ValueError(f"{folder}: no ldev<N>.img files")
     return images

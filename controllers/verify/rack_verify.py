@@ -48,11 +48,11 @@ def verify_rack(rack: StorageRack) -> dict:
             unjudged.append({"group": gname, "pair": p["name"], "site": p["r_site"], "ldev": p["r_ldev"],
                              "reason": "written with unstamped client bytes (a capture replay): "
                                        "judged by --check APP, not by the stamp checker"})
-            pairs_out[p["name"]] = _pair_verdict(rack, p, rack.export_bytes(p["r_site"], p["r_ldev"]))
+            pairs_out[p["name"]] = _pair_verdict(rack, p, rack.export_image(p["r_site"], p["r_ldev"]))
         members = [p for p in members if p not in raw_members]
         if raw_members and not members and not loss_rows:
             continue      # nothing left for the stamp checker in this group
-        images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
+        images = {p["m_ldev"]: rack.export_image(p["r_site"], p["r_ldev"]) for p in members}
         unit = rack.resync_units.get(gname, default_unit)
         units_used.add(unit)
         units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
@@ -71,11 +71,16 @@ def verify_rack(rack: StorageRack) -> dict:
                                "raw_writes": sum(len(site["rows"]) for site in raw.values())})
 
 
-def _pair_verdict(rack: StorageRack, p: dict, image: bytes) -> dict:
+def _pair_verdict(rack: StorageRack, p: dict, image) -> dict:
     out = {}
     if p["name"] in rack.suspension_images:
         out["equals_suspension_image"] = bool(equals(image, rack.suspension_images[p["name"]]).consistent)
     if p["m_site"] not in rack.down_sites:
-        out["equals_master"] = bool(equals(image, rack.export_bytes(p["m_site"], p["m_ldev"])).consistent)
+        master_lost = rack.lost_tracks(p["m_site"]).get(p["m_ldev"])
+        if master_lost:   # the master cannot vouch for its image: a verdict, not a failed command
+            out["equals_master"] = False
+            out["master_data_loss"] = master_lost
+        else:
+            out["equals_master"] = bool(equals(image, rack.export_image(p["m_site"], p["m_ldev"])).consistent)
     return out
 

@@ -27,6 +27,21 @@ LDEVs (:class:`RaidArray`)
     An LDEV is one contiguous range of logical tracks inside one group,
     allocated first-fit in definition order; LDEVs never span groups.
 
+Thin media (optional ``thin`` map)
+    With a thin map (one byte per logical track, then one per stripe, in
+    memory that outlives the process: the DKC passes a shared-memory view) a
+    never-written track is not stored: it reads as zeros without touching the
+    media, its read needs no disk transfer, and a stripe no track of which was
+    ever written is "unused": its members' bytes are zeros and are never
+    read, rebuilt or parity-checked. The first write to an unused
+    stripe makes it used (the thin
+    allocation; ``on_allocate(nbytes)`` is asked first and may refuse by
+    raising). Fresh media are holes, which read zeros, so an unused stripe is
+    a consistent stripe of zeros; a spare that joins a group must be emptied
+    (holes punched) by the caller before ``start_rebuild``, since the rebuild
+    skips unused stripes. Without a map every track is written
+    (thick media, the behaviour of a 1990s array).
+
 Integration notes
     Zero-filled members form a consistent group (XOR of zeros is zero), so
     fresh sparse media need no initialisation. Control state (failed set,
@@ -162,7 +177,8 @@ class _Rebuild:
 class RaidGroup:
     """One RAID5 parity group over caller-owned member arrays."""
 
-    def __init__(self, layout: RaidLayout, members: Sequence[np.ndarray]):
+    def __init__(self, layout: RaidLayout, members: Sequence[np.ndarray],
+                 thin: np.ndarray | None = None, on_allocate=None):
         if len(members) != layout.n_disks:
             raise ValueError(f"{layout!r} needs {layout.n_disks} members, got {len(members)}")
         for i, m in enumerate(members):
@@ -172,7 +188,68 @@ class RaidGroup:
         self._failed: set[int] = set()
         self._rebuild: _Rebuild | None = None
         self._parity_lent = False
+        if thin is not None and (thin.dtype != np.uint8 or thin.size != self.thin_map_bytes(layout)):
+            raise ValueError(f"thin map: expected {self.thin_map_bytes(layout)} uint8, got {thin.size} {thin.dtype}")
+        #: thin map: written flag per logical track, then used flag per stripe (None: thick media)
+        self._written = None if thin is None else thin[:layout.capacity_tracks]
+        self._used = None if thin is None else thin[layout.capacity_tracks:]
+        #: asked with the bytes a first touch of a stripe allocates (may raise to refuse)
+        self._on_allocate = on_allocate
         self._refresh_disks()
+
+    # -- thin media ------------------------------------------------------------
+
+    @staticmethod
+    def thin_map_bytes(layout: RaidLayout) -> int:
+        """Size of a group's thin map: a byte per logical track and per stripe."""
+        return layout.capacity_tracks + layout.n_stripes
+
+    @property
+    def thin(self) -> bool:
+        return self._written is not None
+
+    def is_written(self, logical_track: int) -> bool:
+        """False only for a thin track never written since its last discard."""
+        return self._written is None or bool(self._written[logical_track])
+
+    def written_tracks(self, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Logical tracks in [first, first + count) ever written (all of them on thick media), int64."""
+        end = self.layout.capacity_tracks if count is None else first + count
+        if self._written is None:
+            return np.arange(first, end, dtype=np.int64)
+        return np.flatnonzero(self._written[first:end]).astype(np.int64) + first
+
+    def used_stripes(self, s0: int = 0, s1: int | None = None) -> np.ndarray:
+        """Stripes in [s0, s1) whose bytes are defined (all of them on thick media)."""
+        s1 = self.layout.n_stripes if s1 is None else s1
+        if self._used is None:
+            return np.arange(s0, s1, dtype=np.int64)
+        return np.flatnonzero(self._used[s0:s1]).astype(np.int64) + s0
+
+    def _touch_stripe(self, stripe: int, logical_track: int | None = None) -> None:
+        """A thin stripe (and track) is about to be stored: ask ``on_allocate``
+        for the pages it takes (the data track, and the parity track when the
+        stripe was unused), then mark them. Media of an unused stripe are
+        holes, and holes read zeros, so nothing needs initialising."""
+        if self._used is None:
+            return
+        tb = self.layout.track_bytes
+        need = (0 if self._used[stripe] else tb)
+        if logical_track is not None and not self._written[logical_track]:
+            need += tb
+        if need and self._on_allocate is not None:
+            self._on_allocate(need)
+        self._used[stripe] = 1
+        if logical_track is not None:
+            self._written[logical_track] = 1
+
+    def discard_track(self, logical_track: int) -> None:
+        """UNMAP one track: it reads zeros again and is no longer written
+        (the stripe's parity is updated by writing zeros first)."""
+        if self._written is None or not self._written[logical_track]:
+            return
+        self.write_track(logical_track, np.zeros(self.layout.track_bytes, np.uint8))
+        self._written[logical_track] = 0
 
     # -- state ---------------------------------------------------------------
 
@@ -278,6 +355,9 @@ class RaidGroup:
             out = np.empty(tb, np.uint8)
         elif out.dtype != np.uint8 or out.size != tb:
             raise ValueError(f"out must be uint8 with track_bytes={tb} elements")
+        if self._written is not None and not self._written[logical_track]:
+            out.reshape(-1)[:] = 0   # never written: nothing stored, nothing to lose
+            return out
         slot = self._where(loc.data_disk, loc.stripe)
         if slot is not None:
             out.reshape(-1)[:] = self._track_view(slot, loc.stripe)
@@ -313,6 +393,10 @@ class RaidGroup:
         new = self._as_words(data)
         d_slot = self._where(loc.data_disk, loc.stripe)
         p_slot = None if self._parity_lent else self._where(loc.parity_disk, loc.stripe)
+        if self._written is not None:
+            if d_slot is None and p_slot is None:
+                self._degraded_write(loc, new, p_slot)   # raises: nowhere to store it
+            self._touch_stripe(loc.stripe, logical_track)
         if d_slot is not None:
             w = self.layout.track_words
             lo, hi = loc.stripe * w, (loc.stripe + 1) * w
@@ -352,7 +436,7 @@ class RaidGroup:
         lts = np.asarray(logical_tracks, dtype=np.int64).reshape(-1)
         new = self._as_words(data, lts.size)
         stripes, dd, pd = self.layout.map_many(lts)
-        if not self._failed:
+        if not self._failed and self._written is None:
             pslot = np.full_like(pd, -1) if self._parity_lent else pd
             kern.rmw_write_tracks(self._disks, dd, pslot, stripes, new, self.layout.track_words)
             return
@@ -391,6 +475,10 @@ class RaidGroup:
         if not (0 <= first_stripe and first_stripe + n <= lay.n_stripes):
             raise ValueError(f"stripes {first_stripe}..{first_stripe + n - 1} outside 0..{lay.n_stripes - 1}")
         self._check_full_stripe_writable(first_stripe, n)
+        for s in range(first_stripe, first_stripe + n):
+            self._touch_stripe(s)
+        if self._written is not None:
+            self._written[first_stripe * lay.n_data:(first_stripe + n) * lay.n_data] = 1
         par = np.empty((n, lay.track_bytes), np.uint8)
         if not self._parity_lent:
             kern.xor_parity(arr, par)
@@ -457,12 +545,14 @@ class RaidGroup:
                                 f"{rb.disk}: stripes {s0}..{total - 1} lost")
         for c0 in range(s0, s1, _CHUNK_STRIPES):
             c1 = min(c0 + _CHUNK_STRIPES, s1)
-            mask = np.ones((c1 - c0, self._n_slots), np.bool_)
+            stripes = self.used_stripes(c0, c1)   # an unused thin stripe has nothing to rebuild
+            mask = np.ones((stripes.size, self._n_slots), np.bool_)
             mask[:, rb.disk] = False
             mask[:, self.layout.n_disks] = False
-            kern.gather_xor_to_member(self._disks, np.arange(c0, c1, dtype=np.int64), mask,
-                                      np.full(c1 - c0, self.layout.n_disks, np.int64),
-                                      self.layout.track_words)
+            if stripes.size:
+                kern.gather_xor_to_member(self._disks, stripes, mask,
+                                          np.full(stripes.size, self.layout.n_disks, np.int64),
+                                          self.layout.track_words)
             rb.cursor = c1
         if rb.cursor == total:
             self._members[rb.disk] = rb.spare
@@ -482,8 +572,8 @@ class RaidGroup:
                 if self._where(disk, s) is not None:
                     continue
                 lt = lay.logical_track(s, disk)
-                if lt is None:
-                    continue  # a parity track: no host data
+                if lt is None or not self.is_written(lt):
+                    continue  # a parity track, or a thin track never written: no host data
                 others_ok = all(self._where(d, s) is not None
                                 for d in range(lay.n_disks) if d != disk)
                 if self._parity_lent or not others_ok:
@@ -500,11 +590,12 @@ class RaidGroup:
         lay = self.layout
         bad: list[int] = []
         for c0 in range(0, lay.n_stripes, _CHUNK_STRIPES):
-            c1 = min(c0 + _CHUNK_STRIPES, lay.n_stripes)
-            out = np.empty((c1 - c0, lay.track_words), np.uint64)
-            kern.gather_xor(self._disks, np.arange(c0, c1, dtype=np.int64),
-                            np.ones((c1 - c0, self._n_slots), np.bool_), lay.track_words, out)
-            bad.extend(int(s) + c0 for s in np.flatnonzero(out.any(axis=1)))
+            stripes = self.used_stripes(c0, min(c0 + _CHUNK_STRIPES, lay.n_stripes))
+            out = np.empty((stripes.size, lay.track_words), np.uint64)
+            if stripes.size:
+                kern.gather_xor(self._disks, stripes,
+                                np.ones((stripes.size, self._n_slots), np.bool_), lay.track_words, out)
+            bad.extend(int(stripes[i]) for i in np.flatnonzero(out.any(axis=1)))
         return bad
 
     def recompute_parity(self) -> None:
@@ -516,11 +607,12 @@ class RaidGroup:
             raise ValueError(f"group degraded (failed {sorted(self._failed)}): rebuild first")
         lay = self.layout
         for c0 in range(0, lay.n_stripes, _CHUNK_STRIPES):
-            c1 = min(c0 + _CHUNK_STRIPES, lay.n_stripes)
-            stripes = np.arange(c0, c1, dtype=np.int64)
+            stripes = self.used_stripes(c0, min(c0 + _CHUNK_STRIPES, lay.n_stripes))
+            if not stripes.size:
+                continue
             pd = lay.n_data - stripes % lay.n_disks
-            mask = np.ones((c1 - c0, self._n_slots), np.bool_)
-            mask[np.arange(c1 - c0), pd] = False
+            mask = np.ones((stripes.size, self._n_slots), np.bool_)
+            mask[np.arange(stripes.size), pd] = False
             kern.gather_xor_to_member(self._disks, stripes, mask, pd, lay.track_words)
         self._parity_lent = False
 
@@ -554,6 +646,7 @@ class RaidGroup:
     def write_parity_slot(self, stripe: int, data) -> None:
         """Store one saved track in the parity track of ``stripe``."""
         view = self._parity_slot_view(int(stripe))
+        self._touch_stripe(int(stripe))
         view[:] = self._as_words(data).view(np.uint8).reshape(-1)
 
     def read_parity_slot(self, stripe: int) -> np.ndarray:
@@ -570,6 +663,8 @@ class RaidGroup:
         """
         loc = self.layout.map(logical_track)
         tb, off = self.layout.track_bytes, loc.offset_bytes
+        if self._written is not None and not self._written[logical_track]:
+            return []   # a thin track never written: nothing to read
         slot = self._where(loc.data_disk, loc.stripe)
         if slot is not None:
             return [PhysicalIo(slot, off, tb, "r")]
@@ -620,9 +715,11 @@ class RaidGroup:
 
     @classmethod
     def from_state(cls, layout: RaidLayout, members: Sequence[np.ndarray], state: dict,
-                   spare: np.ndarray | None = None) -> "RaidGroup":
-        """Reattach to existing media after a restart (``spare`` if rebuilding)."""
-        grp = cls(layout, members)
+                   spare: np.ndarray | None = None, thin: np.ndarray | None = None,
+                   on_allocate=None) -> "RaidGroup":
+        """Reattach to existing media after a restart (``spare`` if rebuilding;
+        ``thin``: the same thin map, which outlives the process like the media)."""
+        grp = cls(layout, members, thin, on_allocate)
         for d in state.get("failed", []):
             grp.fail_disk(int(d))
         grp._parity_lent = bool(state.get("parity_lent", False))
@@ -696,6 +793,26 @@ class RaidArray:
     def ldev_tracks(self, ldev: int) -> int:
         """Number of logical tracks of ``ldev``."""
         return self.extent(ldev).n_tracks
+
+    def written_tracks(self, ldev: int) -> np.ndarray:
+        """Tracks of ``ldev`` ever written (every track on thick media), int64."""
+        ext = self.extent(ldev)
+        return self.groups[ext.group].written_tracks(ext.first_track, ext.n_tracks) - ext.first_track
+
+    def is_written(self, ldev: int, track: int) -> bool:
+        g, lt = self.locate(ldev, track)
+        return g.is_written(lt)
+
+    def discard(self, ldev: int) -> int:
+        """UNMAP every written track of a thin ``ldev`` (it reads zeros again); returns how many."""
+        ext = self.extent(ldev)
+        grp = self.groups[ext.group]
+        if not grp.thin:
+            return 0
+        tracks = self.written_tracks(ldev)
+        for t in tracks:
+            grp.discard_track(ext.first_track + int(t))
+        return int(tracks.size)
 
     def read_track(self, ldev: int, track: int) -> np.ndarray:
         """Bytes of one LDEV track (DataLossError if underivable)."""

@@ -278,7 +278,7 @@ def test_cheetah_layout_matches_disksim_block_count():
 
 # ------------------------------------------------------------------ presets
 def test_presets_load_through_the_parser():
-    assert sorted(PRESETS) == ["hp97560", "st41601n"]
+    assert sorted(PRESETS) == ["exos7e10", "hp97560", "st41601n"]
     hp = PRESETS["hp97560"]
     assert (hp.cylinders, hp.surfaces, hp.rpm, hp.head_switch_ms) == (1962, 19, 4002, 1.6)
     assert (hp.seek_boundary_cyl, hp.seek_a_ms, hp.seek_b_ms, hp.seek_c_ms, hp.seek_e_ms) == \
@@ -289,6 +289,24 @@ def test_presets_load_through_the_parser():
     assert st.cache_segments == 1 and st.cache_segment_sectors == 384 and st.read_ahead
     direct = disksim.load(DISKS / "st41601n.parv")
     assert direct.zones == st.zones and direct.seek_table_ms == st.seek_table_ms
+
+
+def test_nearline_preset_matches_its_datasheet():
+    """configs/disks/exos7e10.parv: the figures its comments cite (7200 rpm,
+    2 TB of 512-byte LBAs, 256 MB cache, ~8.5 ms average seek, ~215 MB/s at
+    the outer diameter), and room for a terabyte rack's disk."""
+    ex = PRESETS["exos7e10"]
+    disk = DiskModel(ex)
+    assert ex.rpm == 7200 and abs(disk.revolution_ns - 60e9 / 7200) < 1
+    assert 3_907_029_168 <= disk.lba_count < 3_907_029_168 * 1.0001
+    assert ex.cache_segments * ex.cache_segment_sectors * 512 == 256 << 20
+    outer = ex.zones[0].sectors_per_track * 512 * 7200 / 60
+    assert 205e6 < outer < 225e6
+    cyl = ex.cylinders
+    mean_seek_ms = sum(disk.seek_time_ns(d) * 2 * (cyl - d) for d in range(1, cyl, 97)) / (
+        sum(2 * (cyl - d) for d in range(1, cyl, 97)) * 1e6)
+    assert 8.0 < mean_seek_ms < 9.5, mean_seek_ms
+    assert disk.lba_count * 512 >= 51.2 * (1 << 30)    # a 1 TiB site over 4 x 5D+1P
 
 
 # ------------------------------------------------------------------ validation

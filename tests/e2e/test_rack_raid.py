@@ -107,3 +107,30 @@ def test_remote_disk_lost_while_parity_holds_saved_tracks_is_a_reported_double_f
         r.run(50 * MS)
         host = r.host_stats()["remote"]
         assert host["bad_reads"] == 0, "a read returned wrong bytes after a double fault"
+
+
+def _short_timeout_config(tmp_path):
+    text = Path(CFG).read_text().replace('cache_save_threshold = 8', 'cache_save_threshold = 8\ndisk_timeout = "100ms"')
+    path = tmp_path / "short-timeout.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_busy_disks_are_not_failed_by_the_read_timeout(tmp_path):
+    """The false double fault of issue 11: under a deep queue a host read
+    waits longer than disk_timeout on disks that keep answering other
+    transfers. They are busy, not dead: no disk is failed, every read
+    completes with the right bytes; a disk that stops answering still is."""
+    with StorageRack(_short_timeout_config(tmp_path), backend="inline", seed=3) as r:
+        r.workload_start("w", "rw=randrw rwmixread=70 bs=4KiB iodepth=32 ldevs=0-3 seed=3")
+        r.run(400 * MS)
+        st = dkc_raid(r)
+        assert st["stats"]["disk_busy_waits"] > 0, "the load must make reads outwait the 100 ms timeout"
+        assert st["stats"]["disk_timeouts"] == 0 and st["raid"][0]["failed"] == [], st
+        host = r.host_stats()["main"]
+        assert host["errors"] == 0 and host["bad_reads"] == 0, host
+        r.fault_kill("main.disk2")
+        r.run(300 * MS)
+        st = dkc_raid(r)
+        assert st["stats"]["disk_timeouts"] >= 1 and (2 in st["raid"][0]["failed"] or 2 not in st["raid"][0]["members"]), \
+            (st["stats"]["disk_timeouts"], st["raid"])

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 NS_PER_MS = 1_000_000
 
 
@@ -290,7 +292,10 @@ class DiskModel:
             next_lba += zi.blocks
         self._zone_first_lba = [zi.first_lba for zi in self._zones]
         self.lba_count = next_lba           # addressable 512-byte blocks
-        self._seek_ns = [self._seek_ns_uncached(d) for d in range(params.cylinders)]
+        # seek time per distance, computed on first use: a nearline drive has
+        # hundreds of thousands of cylinders, and a table of them all would
+        # cost every disk process a second at start
+        self._seek_ns = _SeekTimes(self._seek_ns_uncached)
         self.cylinder = 0
         self.head = 0
         self.busy_until_ns = 0
@@ -338,7 +343,11 @@ class DiskModel:
                 if len(lst) > spares:
                     raise ValueError(f"{p.name}: zone {z.first_cyl}-{z.last_cyl} cylinder {c} "
                                      f"has more slips than spares")
-        before = tuple(bisect.bisect_left(slips, c * surf * spt) for c in range(ncyl))
+        # slips before each cylinder, read only by the per-cylinder sparing schemes
+        # (vectorised: a nearline zone has ~10^5 cylinders)
+        before = () if scheme not in ("sectpercyl", "sectpercyl_sliptoend") else tuple(
+            np.searchsorted(np.asarray(slips, dtype=np.int64),
+                            np.arange(ncyl, dtype=np.int64) * (surf * spt), side="left").tolist())
         defects = {d: r for d, r in z.defects if d != r}
         if scheme in ("sectpercyl_sliptoend", "sectatend"):   # slips in usable-sector numbers
             per = surf * spt - spares
@@ -885,6 +894,18 @@ def _interp_table(table: tuple, distance: int) -> float:
 # ---------------------------------------------------------------------- presets
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "disks"
+class _SeekTimes(dict):
+    """distance -> seek ns, filled on first use (the same values a full table holds)."""
+
+    def __init__(self, compute):
+        super().__init__()
+        self._compute = compute
+
+    def __missing__(self, distance: int) -> int:
+        ns = self[distance] = self._compute(distance)
+        return ns
+
+
 """configs/disks/NAME.parv: each preset is a DiskSim-style file with its sources
 (hp97560: Ruemmler & Wilkes 1994; st41601n: the DiskSim 4.0 validation kit)."""
 

@@ -32,7 +32,7 @@ import numbers
 from collections import OrderedDict
 
 from controllers.devices.dkc.cache import CachedStore, DataLost, TrackCache
-from controllers.devices.dkc.nvm import read_state, write_state
+from controllers.devices.dkc.nvm import bytes_written, read_state, write_state
 from controllers.devices.dkc.save_media import DiskSaveMedia
 from firmware.dkc import DkcFirmware
 from firmware.lost_tracks import LostTracks
@@ -46,12 +46,23 @@ from emu.params import Param
 from emu.wire import body_problem
 
 PENDING_READS_MAX = 4096
+#: thin media: the free space behind the media is looked at again after this many bytes allocated
+THIN_CHECK_BYTES = 16 << 20
+#: thin media: writes stop (MediaFull) when less than this is left behind the media
+THIN_RESERVE_BYTES = 256 << 20
 DESTAGE_IO, REBUILD_IO = "destage", "rebuild"   # tags of the disk transfers nobody's read waits on
 RESTORE_IO = "restore"                 # tag of a rollback's save-area read (the firmware waits on it)
 COPY_IO = "copy"                       # tag of a copy's track read (the firmware sends the track after it)
 DESTAGE_INFLIGHT_MAX = 8               # tracks being destaged at once (per DKC)
 REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel call)
 #: firmware steps whose trace record also raises a named event for ``run until``
+
+
+class MediaFull(RuntimeError):
+    """Thin media: the memory behind the shared-memory media is about to run
+    out. Not bad input and not a disk fault: the run stops with this message
+    (a page written past the end of /dev/shm would kill the process with
+    SIGBUS and no word of why)."""
 
 
 class Dkc(Actor):
@@ -73,6 +84,7 @@ class Dkc(Actor):
         self.tb = tb
         media = [self.region(f"{d}.media").buf for d in lay["disks"]]
         self.media_bufs = media
+        self._disk_of = {name: i for i, name in enumerate(lay["disks"])}
         per = nd + 1
         first_spare = lay["groups"] * per
         #: which site disk backs each member of each group (a rebuild swaps in a spare)
@@ -83,19 +95,23 @@ class Dkc(Actor):
         self.rebuilds = disk_map["rebuilds"] if disk_map else {}
         self.rebuild_wait: dict[int, int] = {}
         self.groups = []
+        site = self.params["site"]
+        thin = self.region(f"{site}.dkc.thin").buf if lay.get("thin") else None
+        self.thin_allocated = self._thin_checked = 0
         for g in range(lay["groups"]):
             layout = RaidLayout(nd, tb, lay["tracks_per_disk"])
             members = [media[d] for d in self.member_map[g]]
+            per_map = RaidGroup.thin_map_bytes(layout)
+            tmap = None if thin is None else thin[g * per_map:(g + 1) * per_map]
             if raid_state:
                 spare = media[self.rebuilds[g]] if g in self.rebuilds else None
-                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g], spare))
+                self.groups.append(RaidGroup.from_state(layout, members, raid_state[g], spare, tmap, self._allocate))
             else:
-                self.groups.append(RaidGroup(layout, members))
+                self.groups.append(RaidGroup(layout, members, tmap, self._allocate))
         self.array = RaidArray(self.groups)
         self.group_index = {id(g): i for i, g in enumerate(self.groups)}
         for ld in lay["ldevs"]:
             self.array.define_ldev(ld["ldev"], ld["tracks"], ld["group"])
-        site = self.params["site"]
         self.track_cache = TrackCache(self.region(f"{site}.dkc.cache").buf, tb, self.params["cost"]["cache_tracks"])
         self.store = CachedStore(self.array, tb, self.track_cache)
         self.media = DiskSaveMedia(self.groups, media[first_spare:], tb)
@@ -115,11 +131,32 @@ class Dkc(Actor):
         #: copy reads being timed: seq -> [CopyRead, transfers left] (volatile: the firmware re-issues them)
         self.copy_wait: dict[int, list] = {}
         self.copy_seq = 0
+        #: site disk -> when it last answered anything (volatile): a disk that
+        #: answers other transfers is busy, not dead (see _timer_read)
+        self.disk_answered_ns: dict[int, int] = {}
         self.stats = {"reads": 0, "writes": 0, "read_hits": 0, "peer_in": 0, "peer_dropped": 0,
-                      "disk_ios": 0, "disk_timeouts": 0, "bad_messages": 0, "rebuilt_stripes": 0,
+                      "disk_ios": 0, "disk_timeouts": 0, "disk_busy_waits": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
                       "copy_read_hits": 0, "copy_reads_waiting_max": 0,
                       "peer_malformed": 0, "flushes": 0, "trims": 0}
+
+    def _allocate(self, nbytes: int) -> None:
+        """A thin stripe is about to be stored: refuse (MediaFull) when the
+        memory behind the media would run out. Looked at every
+        THIN_CHECK_BYTES, so the cost stays O(written)."""
+        self.thin_allocated += nbytes
+        if self.thin_allocated < self._thin_checked + THIN_CHECK_BYTES:
+            return
+        self._thin_checked = self.thin_allocated
+        lay = self.params["layout"]
+        region = self.region(f"{lay['disks'][0]}.media")
+        free = region.backing_free_bytes()
+        if free < THIN_RESERVE_BYTES:
+            where = "/dev/shm" if region.shared else "memory (MemAvailable)"
+            raise MediaFull(f"{self.name}: thin media full: {free} bytes left in {where} after "
+                            f"{self.thin_allocated} bytes of stripes stored at this site; the written data "
+                            f"outgrows what backs the media ({lay.get('key_prefix', '')}thin = true, "
+                            f"{lay.get('key_prefix', '')}ldev_size): write less, or give /dev/shm more room")
 
     def _fw_params(self) -> dict:
         lay, rec, cost = self.params["layout"], self.params["recovery"], self.params["cost"]
@@ -306,6 +343,9 @@ class Dkc(Actor):
         read's ``rN``, a tagged ``[DESTAGE_IO, seq]`` or ``[REBUILD_IO, group]``,
         or None (a transfer only timed, nobody waits for it)."""
         rid = body["id"]
+        disk = self._disk_of.get(src)
+        if disk is not None:
+            self.disk_answered_ns[disk] = self.now_ns
         if isinstance(rid, list):
             tag, key = rid if len(rid) == 2 else (None, None)
             if tag == DESTAGE_IO and isinstance(key, int):
@@ -324,8 +364,8 @@ class Dkc(Actor):
         if pend is None:
             return
         pend["left"] -= 1
-        if src in self.params["layout"]["disks"]:
-            pend["answered"].append(self.params["layout"]["disks"].index(src))
+        if disk is not None:
+            pend["answered"].append(disk)
         if pend["left"] <= 0:
             del self.pending_reads[rid]
             self.cancel_timer(f"read:{rid}")
@@ -367,16 +407,28 @@ class Dkc(Actor):
         self._execute(self.fw.timer(self.now_ns, rest))
 
     def _timer_read(self, rest: str, data) -> None:
-        """A host read's disk transfers did not all come back in time: the
-        silent disks are failed, and the read is answered from what is left."""
-        pend = self.pending_reads.pop(data, None)
-        if pend is not None:
-            self.stats["disk_timeouts"] += 1
-            self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
-            for disk in pend["disks"]:
-                if disk not in pend["answered"]:
-                    self._fail_site_disk(disk, "no answer")
-            self._execute(pend["acts"])
+        """A host read's disk transfers did not all come back in time. A disk
+        that answered anything within the last ``disk_timeout`` is alive and
+        only busy (a deep queue of copy, destage and host transfers): the read
+        waits on. Only a disk silent for the whole timeout is failed, and the
+        read is then answered from what is left. (Failing busy disks made two
+        members of a loaded group 'fail' at once: a false double fault.)"""
+        pend = self.pending_reads.get(data)
+        if pend is None:
+            return
+        timeout = self.params["cost"]["disk_timeout_ns"]
+        silent = [d for d in pend["disks"] if d not in pend["answered"]
+                  and self.now_ns - self.disk_answered_ns.get(d, -timeout) >= timeout]
+        if not silent:
+            self.stats["disk_busy_waits"] += 1
+            self.set_timer(f"read:{data}", timeout, data)
+            return
+        del self.pending_reads[data]
+        self.stats["disk_timeouts"] += 1
+        self.trace("dkc.disk_timeout", rid=data, disks=pend["disks"])
+        for disk in silent:
+            self._fail_site_disk(disk, "no answer")
+        self._execute(pend["acts"])
 
     def _timer_rebuild(self, rest: str, data) -> None:
         self._rebuild_step(int(data))
@@ -645,6 +697,8 @@ class Dkc(Actor):
             return
         spare = decision.spare
         self.free_spares.remove(spare)
+        if grp.thin:   # the rebuild skips unused thin stripes: they must read zeros on the spare too
+            self.region(f"{self.params['layout']['disks'][spare]}.media").punch()
         try:
             grp.start_rebuild(self.media_bufs[spare])
         except (ValueError, DataLossError) as exc:
@@ -699,8 +753,16 @@ class Dkc(Actor):
             ldev = int(q["ldev"])
             try:
                 self.fw.export_check(ldev)
-                n = self.store.ldev_tracks(ldev) * self.tb // SECTOR_BYTES
-                return {"ok": True, "data": self.store.read_sectors(ldev, 0, n)}
+                n_tracks = self.store.ldev_tracks(ldev)
+                written = self.store.written_tracks(ldev)
+                shape = {"ok": True, "track_bytes": self.tb, "n_tracks": n_tracks}
+                if written is None:   # thick: the whole image
+                    return {**shape, "tracks": None,
+                            "data": self.store.read_sectors(ldev, 0, n_tracks * self.tb // SECTOR_BYTES)}
+                # thin: only the tracks ever written; the others read zeros (a sparse image)
+                spt = self.tb // SECTOR_BYTES
+                return {**shape, "tracks": [int(t) for t in written],
+                        "data": b"".join(self.store.read_sectors(ldev, int(t) * spt, spt) for t in written)}
             except ValueError as exc:   # unknown LDEV, a track marked lost, or RAID cannot derive it
                 return {"ok": False, "error": str(exc), "lost": self._lost_ranges().get(ldev, [])}
         if what == "read":   # the test bench's read-back: the host path's rules, no timing
@@ -713,7 +775,9 @@ class Dkc(Actor):
         if what == "lost":
             return {"ok": True, "ldevs": {str(k): v for k, v in self._lost_ranges().items()}}
         if what == "stats":
+            nvm = bytes_written(self.region(f"{self.params['site']}.dkc.nvm").buf)
             return {"stats": dict(self.stats), "cache_tracks": len(self.track_cache), "write_pending": len(self.dirty),
+                    "nvm_bytes_written": nvm, "thin_bytes_allocated": self.thin_allocated,
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
                               "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
                               "lost_tracks": len(g.lost_tracks())}

@@ -32,6 +32,20 @@ class LdevStore:
     def cached(self, ldev: int, track: int) -> bool:
         return False   # no cache in front: every read goes to the disks
 
+    def written_tracks(self, ldev: int):
+        """Thin media: the tracks of ``ldev`` ever written (int64 array); None on thick media."""
+        ext = self.array.extent(ldev)
+        if not self.array.groups[ext.group].thin:
+            return None
+        return self.array.written_tracks(ldev)
+
+    def discard(self, ldev: int) -> int:
+        """Thin media: UNMAP ``ldev`` (every track reads zeros again)."""
+        try:
+            return self.array.discard(ldev)
+        except DataLossError as exc:
+            raise DataLost(f"ldev {ldev} discard: {exc}") from None
+
     def ldev_tracks(self, ldev: int) -> int:
         try:
             return self.array.ldev_tracks(ldev)
@@ -109,6 +123,11 @@ class TrackCache:
         self.slot_of.move_to_end(key)
         self._view(slot)[:] = np.frombuffer(data, dtype=np.uint8)
 
+    def drop_ldev(self, ldev: int) -> None:
+        """Forget every cached track of ``ldev`` (it was discarded)."""
+        for key in [k for k in self.slot_of if k[0] == ldev]:
+            self.free.append(self.slot_of.pop(key))
+
     def patch(self, key, offset: int, data: bytes) -> None:
         """Update part of a cached track in place (a partial write)."""
         slot = self.slot_of.get(key)
@@ -139,6 +158,10 @@ class CachedStore(LdevStore):
     def cached(self, ldev: int, track: int) -> bool:
         """The track is in a cache slot (a read of it needs no disk)."""
         return (ldev, track) in self.cache
+
+    def discard(self, ldev: int) -> int:
+        self.cache.drop_ldev(ldev)
+        return super().discard(ldev)
 
     def read_track(self, ldev: int, track: int) -> bytes:
         data = self.cache.get((ldev, track))

@@ -13,6 +13,11 @@ import numpy as np
 
 NVM_HEADER = struct.Struct("<QQQ")  # generation, slot offset, length
 HEADER_BYTES = 4096
+#: bytes written to the region since it was created (state and header), kept in
+#: the header page past the header proper: it survives restarts, and any
+#: process mapping the region can read it (bench/bench_capacity.py)
+NVM_COUNTER = struct.Struct("<Q")
+COUNTER_OFFSET = 1024
 
 
 def write_state(nvm: np.ndarray, gen: int, state: dict, who: str) -> int:
@@ -25,7 +30,19 @@ def write_state(nvm: np.ndarray, gen: int, state: dict, who: str) -> int:
     off = HEADER_BYTES + (gen % 2) * half   # two slots: the header flips only after the copy
     nvm[off:off + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
     nvm[:NVM_HEADER.size] = np.frombuffer(NVM_HEADER.pack(gen, off, len(blob)), dtype=np.uint8)
+    _count(nvm, len(blob) + NVM_HEADER.size)
     return gen
+
+
+def _count(nvm: np.ndarray, nbytes: int) -> None:
+    at = slice(COUNTER_OFFSET, COUNTER_OFFSET + NVM_COUNTER.size)
+    total = NVM_COUNTER.unpack(nvm[at].tobytes())[0] + nbytes
+    nvm[at] = np.frombuffer(NVM_COUNTER.pack(total), dtype=np.uint8)
+
+
+def bytes_written(nvm: np.ndarray) -> int:
+    """Bytes written to this NVM region so far (every state and header write)."""
+    return NVM_COUNTER.unpack(nvm[COUNTER_OFFSET:COUNTER_OFFSET + NVM_COUNTER.size].tobytes())[0]
 
 
 def read_state(nvm: np.ndarray) -> dict | None:
