@@ -17,9 +17,11 @@ from support import golden
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / "configs" / "two-site.toml"
 #: scripts played on two-site.toml; one that names its own rack ("# config: ...", e.g.
-#: terabyte.emu) is played by its own test (tests/e2e/test_thin_rack.py)
+#: terabyte.emu) is played by its own test (tests/e2e/test_thin_rack.py); one that replays
+#: a capture made at test time (sweep-sqlite.emu, sweep-ext4.emu) by tests/e2e/test_app_sweep.py
 SCENARIOS = sorted(p.name for p in (ROOT / "scenarios").glob("*.emu")
-                   if p.name != "demo.emu" and "\n# config:" not in "\n" + p.read_text())
+                   if p.name != "demo.emu" and "\n# config:" not in "\n" + p.read_text()
+                   and "format=capture" not in p.read_text())
 
 
 def _trace_sha(script: str, backend: str) -> str:
