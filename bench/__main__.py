@@ -34,7 +34,7 @@ def modules(wanted: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    failed = []
+    failed, flagged = [], []
     for name in modules(argv):
         print(f"== {name} ==", flush=True)
         t0 = time.monotonic()
@@ -50,12 +50,17 @@ def main(argv: list[str]) -> int:
         lines = mod.verdicts(rows) if hasattr(mod, "verdicts") else []
         for line in lines:
             print(line)
+        flagged += [f"{name}: {line}" for line in lines if "REGRESSION" in line]
         print(f"({name}: {took_s:.1f} s)\n", flush=True)
         record = {"module": name, "rows": rows, "verdicts": lines, "seconds": round(took_s, 2),
                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                               "platform": platform.platform()},
                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    if flagged:   # against bench/baseline.json, the last committed figures
+        print("regressions flagged (> 20% worse than bench/baseline.json):")
+        for line in flagged:
+            print(f"  {line}")
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -29,7 +29,7 @@ MAX_ITEMS = 1 << 20
 class Cmd(IntEnum):
     HELLO = 1      # actor -> coordinator: [name, pid]
     GRANT = 2      # coordinator -> actor: [horizon_ns, events]
-    DONE = 3       # actor -> coordinator: [next_ns, outbox, records, signals]
+    DONE = 3       # actor -> coordinator: [timer_ns, message_ns, outbox, records, signals, handled, floors]
     QUERY = 4      # coordinator -> actor: [query]   (read-only, outside virtual time)
     REPLY = 5      # actor -> coordinator: [answer]
     CONTROL = 6    # coordinator -> actor: [now_ns, command] (mutating, at a paused time)

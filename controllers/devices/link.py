@@ -11,7 +11,7 @@ which drop deliveries from an older epoch (what was on the wire is lost).
 
 from __future__ import annotations
 
-from emu.actor import Actor
+from emu.actor import Actor, Promise
 from emu.wire import body_problem
 from emu.params import Param
 
@@ -63,6 +63,22 @@ class Link(Actor):
         #: only grow past it (an extra delay on every transfer)
         self.bandwidth_bps = self.params["bandwidth_bps"]
         self.extra_latency_ns = 0
+
+    def promise(self) -> Promise:
+        """A transfer is forwarded no sooner than the per-command overhead
+        after it arrives (link up/down notices come from console commands,
+        outside any event)."""
+        ov = self.params["overhead"]
+        return Promise(reaction_ns=ov, min_delay_ns={f"{s}.dkc": ov for s in self._sites()})
+
+    def send_floors(self) -> dict[str, int]:
+        """Each direction is a FIFO: the next transfer from a site departs no
+        sooner than the wire is free plus the overhead."""
+        ov = self.params["overhead"]
+        return {f"{self._far(s)}.dkc": self.free_at_ns[s] + ov for s in self._sites()}
+
+    def _sites(self) -> tuple[str, str]:
+        return self.params["a_site"], self.params["b_site"]
 
     def _far(self, site: str) -> str:
         return self.params["b_site"] if site == self.params["a_site"] else self.params["a_site"]

@@ -92,8 +92,66 @@ def make_words(ldev: int, lba: int, sectors: int, write_id: int) -> np.ndarray:
 
 
 def make_payload(ldev: int, lba: int, sectors: int, write_id: int) -> bytes:
-    """Stamped payload of one host write: ``sectors * 512`` bytes."""
-    return make_words(ldev, lba, sectors, write_id).tobytes()
+    """Stamped payload of one host write: ``sectors * 512`` bytes (the same
+    bytes as ``make_words``, built by one compiled loop: a host writes a
+    few sectors per I/O, where a dozen numpy calls cost more than the work)."""
+    _check_args(ldev, lba, sectors, write_id)
+    words = np.empty((sectors, WORDS_PER_SECTOR), dtype=_U64)
+    _stamp_kernel(words, np.uint64(MAGIC_U32 | (ldev << 32)), np.uint64(lba), np.uint64(write_id))
+    return words.tobytes()
+
+
+@njit(cache=True, nogil=True)
+def _mix64_scalar(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _filler_ok(words, s, wid, lba) -> bool:
+    """True when sector ``s``'s 61 filler words are those of (wid, lba)."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    key = _mix64_scalar(wid ^ _mix64_scalar(lba + golden))
+    for j in range(FILLER_WORDS):
+        if words[s, 3 + j] != _mix64_scalar(key + np.uint64(j + 1) * golden):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _stamp_kernel(words, head, lba0, wid) -> None:
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for s in range(words.shape[0]):
+        lba = lba0 + np.uint64(s)
+        words[s, 0] = head
+        words[s, 1] = lba
+        words[s, 2] = wid
+        key = _mix64_scalar(wid ^ _mix64_scalar(lba + golden))
+        for j in range(FILLER_WORDS):
+            words[s, 3 + j] = _mix64_scalar(key + np.uint64(j + 1) * golden)
+
+
+@njit(cache=True, nogil=True)
+def _read_ids_kernel(words, ldev, first_lba, out) -> None:
+    """``read_stamps`` sector by sector: the rules of ``scan_image``."""
+    low = np.uint64(0xFFFFFFFF)
+    magic = np.uint64(MAGIC_U32)
+    for s in range(words.shape[0]):
+        if (words[s, 0] & low) != magic:
+            out[s] = 0
+            for j in range(WORDS_PER_SECTOR):
+                if words[s, j] != np.uint64(0):
+                    out[s] = -1
+                    break
+            continue
+        lba = first_lba + np.uint64(s)
+        wid = words[s, 2]
+        if ((words[s, 0] >> np.uint64(32)) != ldev or words[s, 1] != lba or wid < np.uint64(1)
+                or wid > np.uint64(MAX_WRITE_ID) or not _filler_ok(words, s, wid, lba)):
+            out[s] = -1
+        else:
+            out[s] = np.int64(wid)
 
 
 def _as_words(image) -> np.ndarray:
@@ -191,7 +249,20 @@ def _k_scan(words, lbas, ldev, state, write_ids):
 
 
 def read_stamps(image, ldev: int, first_lba: int = 0) -> np.ndarray:
-    """Write id per sector (int64): 0 = never written, -1 = corrupt/torn/foreign."""
+    """Write id per sector (int64): 0 = never written, -1 = corrupt/torn/foreign.
+    The rules of ``scan_image`` in one compiled pass (a host checks every
+    read it gets, a few sectors each; ``read_stamps_reference`` is the
+    numpy version the tests hold it to)."""
+    words = _as_words(image)
+    out = np.empty(words.shape[0], dtype=np.int64)
+    if ldev < 0 or first_lba < 0:
+        raise ValueError(f"ldev and first_lba must be >= 0, got {ldev}, {first_lba}")
+    _read_ids_kernel(words, np.uint64(ldev), np.uint64(first_lba), out)
+    return out
+
+
+def read_stamps_reference(image, ldev: int, first_lba: int = 0) -> np.ndarray:
+    """``read_stamps`` through ``scan_image`` (vectorised numpy)."""
     scan = scan_image(image, ldev, first_lba)
     out = scan.write_ids.copy()
     out[scan.state == CORRUPT] = -1
@@ -256,3 +327,11 @@ def image_from_ids(write_ids, ldev: int, first_lba: int = 0) -> bytes:
     words[idx, 2] = ids[idx].astype(np.uint64)
     words[idx, 3:] = _filler(ids[idx].astype(np.uint64), lbas)
     return words.tobytes()
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the stamp kernels in this process,
+    for the argument types a host uses; call before forking actor processes
+    so that no child compiles them again."""
+    data = make_payload(0, 0, 1, 1)
+    read_stamps(np.frombuffer(data, dtype=np.uint8), 0, 0)

@@ -23,7 +23,6 @@ the actor, the event and the virtual time; the coordinator raises it as
 
 from __future__ import annotations
 
-import heapq
 import importlib
 import multiprocessing as mp
 import os
@@ -43,7 +42,7 @@ from emu.actor import NEVER_NS, ActorHost
 from emu.backends.base import ActorFailed, Backend, RackError, call_handler, event_failed, make_host
 from emu.forks import die_with_parent
 from emu.shm import SharedRegion
-from emu.spec import RackSpec
+from emu.spec import UNREACHABLE_NS, RackSpec
 from emu.wire import Cmd
 
 REPLY_TIMEOUT_S = 120.0       # a round taking this long means a stuck actor
@@ -116,7 +115,15 @@ def worker_main(job: dict) -> None:
     drops = wire.DropCounter(job["name"], log=lambda m: print(m, file=sys.stderr))
     sock.send(_pack(Cmd.HELLO, [job["name"], os.getpid()]))
     try:
-        _worker_loop(sock, host, drops)
+        if os.environ.get("EMU_PROFILE_DIR"):
+            import cProfile
+            prof = cProfile.Profile()
+            try:
+                prof.runcall(_worker_loop, sock, host, drops)
+            finally:
+                prof.dump_stats(os.path.join(os.environ["EMU_PROFILE_DIR"], job["name"] + ".prof"))
+        else:
+            _worker_loop(sock, host, drops)
     except ActorFailed as exc:
         sock.send(_pack(Cmd.ERROR, _failure_body(exc, traceback.format_exc())))
     except Exception:
@@ -148,10 +155,11 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
             horizon_ns, events = body
             for ev in events:
                 host.push(tuple(ev))
-            next_ns = _run_until(host, horizon_ns)
+            _run_until(host, horizon_ns)
             call_handler(host, "checkpoint", host.checkpoint)
-            sock.send(_pack(Cmd.DONE, [next_ns, host.take_outbox(), host.take_records(),
-                                       _take_signals(host), host.events_handled]))
+            floors = call_handler(host, "send_floors", host.report_floors)
+            sock.send(_pack(Cmd.DONE, [host.next_timer_ns(), host.next_message_ns(), host.take_outbox(),
+                                       host.take_records(), _take_signals(host), host.events_handled, floors]))
             continue
         now_ns, command = body  # CONTROL
         if command.get("cmd") == "__start__":
@@ -160,21 +168,21 @@ def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
             result = {"ok": True}
         else:
             result = call_handler(host, f"control {command.get('cmd')!r}", host.control, now_ns, command)
-        sock.send(_pack(Cmd.REPLY, [result, host.next_ns(), host.take_outbox(), host.take_records(),
-                                    _take_signals(host)]))
+        floors = call_handler(host, "send_floors", host.report_floors)
+        sock.send(_pack(Cmd.REPLY, [result, host.next_timer_ns(), host.next_message_ns(), host.take_outbox(),
+                                    host.take_records(), _take_signals(host), floors, host.promise_row()]))
 
 
 def _run_until(host: ActorHost, horizon_ns: int) -> int:
     """``host.run_until(horizon_ns)``, with a handler's exception raised as
     ``ActorFailed`` naming the event."""
-    heap = host.heap
-    while heap and heap[0][0] < horizon_ns:
-        event = heapq.heappop(heap)
+    pop = host.pop_before
+    while (event := pop(horizon_ns)) is not None:
         try:
             host.dispatch(event)
         except Exception as exc:
             raise event_failed(host, event, exc) from exc
-    return heap[0][0] if heap else NEVER_NS
+    return host.next_ns()
 
 
 def _failure_body(exc: ActorFailed, tb: str) -> list:
@@ -227,9 +235,22 @@ class ProcessesBackend(Backend):
                  record_trace=True, rack_id: str = "rack", preload: list[str] | None = None):
         super().__init__(spec, typed, regions, sink, record_trace)
         self.names = [a.name for a in spec.actors]
-        self.dist = spec.distances()
         n = len(self.names)
-        self.host_next = np.full(n, NEVER_NS, dtype=np.int64)
+        #: lat[S, Y]: link latency S -> Y (UNREACHABLE_NS where there is no link)
+        self.lat = np.full((n, n), UNREACHABLE_NS, dtype=np.int64)
+        for name, row in self.latency.items():
+            for d, ns in row.items():
+                self.lat[self.index_of[name], d] = ns
+        self.edge = self.lat < UNREACHABLE_NS
+        #: the actors' promises (``emu.actor.Promise``), as reported after each start
+        self.reaction = np.zeros(n, dtype=np.int64)
+        self.min_delay = np.zeros((n, n), dtype=np.int64)
+        #: floor_lat[S, Y]: S's dynamic floor towards Y plus the latency (0: none)
+        self.floor_lat = np.zeros((n, n), dtype=np.int64)
+        self._paths()
+        #: per actor, as it last reported: its next timer, its next message not yet handled
+        self.timer_next = np.full(n, NEVER_NS, dtype=np.int64)
+        self.msg_next = np.full(n, NEVER_NS, dtype=np.int64)
         self.pending: list[list] = [[] for _ in range(n)]
         self.pending_min = np.full(n, NEVER_NS, dtype=np.int64)
         self.procs: list = [None] * n
@@ -309,7 +330,8 @@ class ProcessesBackend(Backend):
 
     def _mark_dead(self, i: int) -> None:
         self.alive_mask[i] = False
-        self.host_next[i] = NEVER_NS
+        self.timer_next[i] = self.msg_next[i] = NEVER_NS
+        self.floor_lat[i, :] = 0
         self.dropped_to_dead += len(self.pending[i])
         self.pending[i] = []
         self.pending_min[i] = NEVER_NS
@@ -409,14 +431,24 @@ class ProcessesBackend(Backend):
             self.drops.drop(f"unexpected {cmd!r} from {ident}")
 
     def _absorb_reply(self, i: int, body):
-        result, next_ns, outbox, records, signals = body
-        self._absorb(i, next_ns, outbox, records, signals)
+        result, timer_ns, msg_ns, outbox, records, signals, floors, (reaction, min_delay) = body
+        if self.reaction[i] != reaction or list(self.min_delay[i]) != min_delay:
+            self.reaction[i] = reaction
+            self.min_delay[i, :] = min_delay
+            self._paths()
+        self._absorb(i, timer_ns, msg_ns, outbox, records, signals, floors)
         return result
 
-    def _absorb(self, i: int, next_ns: int, outbox, records, signals) -> None:
-        """An actor's answer: its next event time, messages to route, trace
-        records and signals."""
-        self.host_next[i] = next_ns
+    def _absorb(self, i: int, timer_ns: int, msg_ns: int, outbox, records, signals, floors) -> None:
+        """An actor's answer: its next timer and next unhandled message,
+        messages to route, trace records, signals and its dynamic floors."""
+        self.timer_next[i] = timer_ns
+        self.msg_next[i] = msg_ns
+        row, lat = self.floor_lat[i], self.lat[i]
+        row[:] = 0
+        if floors:
+            for d, ns in floors:
+                row[d] = ns + lat[d] if self.edge[i, d] else 0
         self._route(outbox)
         if records:
             self.sink.add(records)
@@ -434,8 +466,27 @@ class ProcessesBackend(Backend):
                 pmin[dst] = t
 
     # -- running ----------------------------------------------------------------------
+    def _paths(self) -> None:
+        """Edge weights and shortest paths from the latencies and promises.
+
+        ``msg_w[S, Y]``: a message S handles at t reaches Y no sooner than
+        t + msg_w (S's reaction or its least delay to Y, whichever is more,
+        plus the latency); ``timer_w[S, Y]``: the same from a timer (no
+        reaction). ``paths[Y, A]``: least msg_w path from a message arriving
+        at Y to one arriving at A (0 for A = Y)."""
+        far = UNREACHABLE_NS
+        msg_w = np.maximum(self.reaction[:, None], self.min_delay) + self.lat
+        timer_w = self.min_delay + self.lat
+        self.msg_w = np.where(self.edge, np.minimum(msg_w, far), far)
+        self.timer_w = np.where(self.edge, np.minimum(timer_w, far), far)
+        d = self.msg_w.copy()
+        np.fill_diagonal(d, 0)
+        for k in range(len(d)):  # Floyd-Warshall
+            d = np.minimum(d, np.minimum(d[:, k:k + 1] + d[k:k + 1, :], far))
+        self.paths = d
+
     def next_vector(self) -> np.ndarray:
-        nxt = np.minimum(self.host_next, self.pending_min)
+        nxt = np.minimum(np.minimum(self.timer_next, self.msg_next), self.pending_min)
         nxt[~self.alive_mask] = NEVER_NS
         return nxt
 
@@ -445,17 +496,32 @@ class ProcessesBackend(Backend):
     def next_times(self) -> list[int]:
         return [int(t) for t in self.next_vector()]
 
+    def horizons(self) -> tuple[np.ndarray, np.ndarray]:
+        """(next event time, horizon) per actor: H(A) is the earliest time a
+        message A has not been given yet can reach it. A message first
+        reaches some Y from an actor S, no sooner than S's next timer plus
+        timer_w, S's next message plus msg_w, and S's dynamic floor towards
+        Y; from Y it takes at least paths[Y, A] to reach A."""
+        dead = ~self.alive_mask
+        tn = self.timer_next.copy()
+        mn = np.minimum(self.msg_next, self.pending_min)
+        tn[dead] = NEVER_NS
+        mn[dead] = NEVER_NS
+        first = np.maximum(np.minimum(tn[:, None] + self.timer_w, mn[:, None] + self.msg_w), self.floor_lat)
+        arrive = first.min(axis=0)
+        return np.minimum(tn, mn), (arrive[:, None] + self.paths).min(axis=0)
+
     def run(self, until_ns: int, exact_signal: bool | str = False) -> int:
         if exact_signal:
             raise ValueError("exact stop on a signal needs the inline backend")
         while True:
-            nxt = self.next_vector()
+            nxt, horizon = self.horizons()
             safe_ns = int(nxt.min())
             if safe_ns >= until_ns:
                 break
             # no actor can still record below its next event time
             self.sink.flush(safe_ns)
-            horizon = np.minimum((nxt[:, None] + self.dist).min(axis=0), until_ns)
+            horizon = np.minimum(horizon, until_ns)
             active = np.nonzero((nxt < horizon) & self.alive_mask)[0]
             self._round(active, horizon)
         self.sink.flush(until_ns)
@@ -489,9 +555,9 @@ class ProcessesBackend(Backend):
                 self.drops.drop(f"unexpected {cmd!r} from {ident}")
                 continue
             waiting.discard(i)
-            next_ns, outbox, records, signals, handled = body
+            timer_ns, msg_ns, outbox, records, signals, handled, floors = body
             self.events_by_actor[i] = handled
-            self._absorb(i, next_ns, outbox, records, signals)
+            self._absorb(i, timer_ns, msg_ns, outbox, records, signals, floors)
 
     # -- console -----------------------------------------------------------------------
     def control(self, actor: str, now_ns: int, command: dict) -> dict:

@@ -124,3 +124,50 @@ class Faulty(Actor):
     def on_query(self, query):
         self._maybe_fail("query")
         return {}
+
+
+class FifoServer(Actor):
+    """A FIFO server: each request is answered ``service`` after the server is
+    free, by a send with that delay. ``promise`` says what it tells the
+    scheduler: "none", "static" (reaction and least delay = service),
+    "dynamic" (static plus the floor: free time + service), or "liar"
+    (claims twice the service it gives). Same behaviour in every mode."""
+
+    KIND = "test-fifo-server"
+    PARAMS = {
+        "service": Param("time", "50us", "service time of one request", min=1),
+        "promise": Param("choice", "none", "what it promises", choices=("none", "static", "dynamic", "liar")),
+    }
+
+    def on_start(self):
+        self.free_ns = 0
+
+    def on_message(self, src, kind, body):
+        self.free_ns = max(self.now_ns, self.free_ns) + self.params["service"]
+        self.send(src, "ans", body, delay_ns=self.free_ns - self.now_ns)
+
+    def promise(self):
+        from emu.actor import Promise
+        mode, ns = self.params["promise"], self.params["service"]
+        if mode == "none":
+            return Promise()
+        if mode == "liar":
+            ns *= 2
+        return Promise(reaction_ns=ns, min_delay_ns={p: ns for p in self.peers()})
+
+    def send_floors(self):
+        if self.params["promise"] != "dynamic":
+            return {}
+        return {p: self.free_ns + self.params["service"] for p in self.peers()}
+
+
+def fifo_spec(promise: str, n_clients: int = 4, inflight: int = 4, requests: int = 200, seed: int = 1):
+    """Toy clients around one FifoServer making the given promise."""
+    from emu.spec import ActorSpec, LinkSpec, RackSpec
+    actors = [ActorSpec("server", "support.actors:FifoServer", {"service": "50us", "promise": promise})]
+    links = []
+    for c in range(n_clients):
+        actors.append(ActorSpec(f"client{c}", "emu.toy:Client",
+                                {"server": "server", "inflight": inflight, "requests": requests}))
+        links.append(LinkSpec(f"client{c}", "server", 10_000))
+    return RackSpec("fifo", seed, actors, links, quantum_ns=1_000_000)

@@ -13,7 +13,7 @@ import numbers
 
 from controllers.devices.disk.disksim import load as load_spec
 from controllers.devices.disk.model import PRESETS, DiskModel
-from emu.actor import Actor
+from emu.actor import Actor, Promise
 from emu.params import Param
 from emu.wire import body_problem
 
@@ -40,14 +40,24 @@ class SmallDisk(Actor):
         self.queued = 0
         self.queue_max = 0
         self.errors = 0
+        self.refused = 0
+        #: no answer comes sooner than this after a request (the drive's overheads)
+        self.min_service_ns = self.model.min_service_ns()
+
+    def promise(self) -> Promise:
+        """A request is answered no sooner than the drive's least service
+        time, a failed drive's error included: the DKC's scheduler horizon
+        towards its disks is that long, not only the bus latency."""
+        return Promise(reaction_ns=self.min_service_ns)
 
     def on_message(self, src, kind, body):
         if kind != "io" or body_problem(body, {"id": (object,), "lba": (numbers.Integral,),
                                                "sectors": (numbers.Integral,)}) is not None:
             self.errors += 1   # malformed input: counted and dropped at the boundary
             return
-        if self.failed:
-            self.send(src, "io_done", {"id": body.get("id"), "ok": False, "error": "disk failed"})
+        if self.failed:   # the controller still takes its command time to report the error
+            self.refused += 1
+            self.set_timer(f"x{self.refused}", self.min_service_ns, [src, body.get("id"), "disk failed"])
             return
         lba = int(body["lba"]) % self.model.lba_count
         sectors = max(1, min(int(body["sectors"]), 2048))
@@ -59,6 +69,10 @@ class SmallDisk(Actor):
         self.set_timer(f"q{self.ios}", res.done_ns - self.now_ns, [src, body.get("id")])
 
     def on_timer(self, name, data):
+        if len(data) == 3:   # refused while failed
+            src, ident, error = data
+            self.send(src, "io_done", {"id": ident, "ok": False, "error": error})
+            return
         src, ident = data
         self.queued -= 1
         if ident is not None:

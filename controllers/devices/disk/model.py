@@ -307,6 +307,22 @@ class DiskModel:
         self._uses = 0
 
     # ---------------------------------------------------------------- geometry
+    def min_service_ns(self) -> int:
+        """A lower bound on ``done_ns - now_ns`` of any request: the
+        per-request overhead, the least command overhead of any path (read
+        hit or miss, write, after a read or a write, the extra write
+        disconnect) and one sector on the bus. Every path of ``access``
+        adds at least these (a hit: overhead + bus; a miss: overhead, then
+        media, then bus; a write: overhead, then bus), so the drive's actor
+        can promise it as its reaction time (``emu.actor.Promise``)."""
+        p = self.params
+        commands = [p.read_hit_overhead_ms, p.read_hit_after_write_overhead_ms, p.read_miss_overhead_ms,
+                    p.write_overhead_ms, p.write_after_write_overhead_ms]
+        commands += [ms for ms in (p.read_miss_after_write_overhead_ms, p.extradisc_command_ms) if ms is not None]
+        bus_w = p.bus_ns_per_sector if p.bus_write_ns_per_sector is None else p.bus_write_ns_per_sector
+        return (self._per_request_ns + min(int(round(ms * NS_PER_MS)) for ms in commands)
+                + max(0, min(p.bus_ns_per_sector, bus_w)))
+
     def _zone_info(self, z: Zone, first_lba: int) -> _ZoneInfo:
         """Precompute one zone's LBA count, skews, sector time and slips
         (blocks per band as DiskSim layout_g1_load.c compute_blksinband)."""

@@ -41,7 +41,7 @@ from firmware.protocol import (SECTOR_BYTES, SIGNAL_EVENTS, SIGNAL_STEPS, Cancel
 from firmware.raid.layout import DataLossError, RaidArray, RaidGroup, RaidLayout
 from firmware.raid.sparing import REBUILD_RETRY_NS, decide_rebuild, locate_failed_disk
 from controllers.devices.link import message_bytes
-from emu.actor import Actor
+from emu.actor import Actor, Promise
 from emu.params import Param
 from emu.wire import body_problem
 
@@ -200,6 +200,30 @@ class Dkc(Actor):
 
     def _load_nvm(self) -> dict | None:
         return read_state(self.region(f"{self.params['site']}.dkc.nvm").buf)
+
+    # -- scheduler promises ------------------------------------------------------------------------
+    def _command_ns(self) -> int:
+        """The least controller time of one command (``_occupy`` of 0 bytes)."""
+        c = self.params["cost"]
+        return c["cycles_per_io"] * 1_000_000_000 // c["clock_hz"]
+
+    def _answered_peers(self) -> list[str]:
+        """Everyone this DKC answers through its controller (``_occupy``):
+        its host's channel and its links; the disks get their commands at once."""
+        disks = set(self.params["layout"]["disks"])
+        return [p for p in self.peers() if p not in disks]
+
+    def promise(self) -> Promise:
+        """A host completion (HostDone) and a peer message (SendPeer) leave
+        only after the controller's cost of the command (``_occupy``), so no
+        sooner than ``cycles_per_io`` after the event that caused them."""
+        return Promise(min_delay_ns={p: self._command_ns() for p in self._answered_peers()})
+
+    def send_floors(self) -> dict[str, int]:
+        """The controller is FIFO: whatever comes next, its answer leaves no
+        sooner than the controller is free plus one command."""
+        floor = self.cpu_free_ns + self._command_ns()
+        return {p: floor for p in self._answered_peers()}
 
     # -- cost model ----------------------------------------------------------------------------
     def _occupy(self, nbytes: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from controllers.formats.capture import CaptureError, ack_order, happens_before, load_capture
-from controllers.formats.stamp import make_payload, read_stamps
+from controllers.formats.stamp import make_payload, read_stamps, warm_up
 from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.formats.writelog import COMPLETE_NS
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
@@ -22,6 +22,11 @@ from emu.wire import body_problem
 from emu.params import Param
 from firmware.protocol import SECTOR_BYTES
 
+
+
+# the stamp kernels compiled once here, before the processes backend forks
+# the host's process (it imports this module first), not in every child
+warm_up()
 
 
 def _ldev_list(text: str) -> list[int]:
