@@ -411,6 +411,8 @@ class SvpConsole(cmd.Cmd):
                  f"(unit {v['unit']}, {v['writes']} writes in the log)")
         for g in v.get("skipped", []):
             self.say(f"  group {g['group']}: not checked ({g['reason']})")
+        for u in v.get("unjudged", []):
+            self.say(f"  pair {u['pair']} ({u['site']} ldev {u['ldev']}): not judged, {u['reason']}")
         for g in v["groups"]:
             for loss in g.get("data_loss", []):
                 self.say(f"  group {g['group']}: DATA LOSS at {loss['site']} ldev {loss['ldev']} (pair {loss['pair']}): "
@@ -448,6 +450,9 @@ class SvpConsole(cmd.Cmd):
                 raise ExpectFailed(f"group {w[1]}: {bad} expected {w[2]}")
         elif w in (["consistent"], ["inconsistent"]):
             v = verify_rack(self.rack)
+            if v.get("unjudged"):
+                raise ExpectFailed(f"the stamp checker cannot judge {len(v['unjudged'])} LDEV(s) written with "
+                                   "client bytes (emu check/sweep --check APP judges them)")
             if v["consistent"] != (w[0] == "consistent"):
                 raise ExpectFailed(f"the remote is {'consistent' if v['consistent'] else 'inconsistent'}, "
                                    f"expected {w[0]}")

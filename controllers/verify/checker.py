@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``emu check``: 0 consistent, 1 inconsistent, 2 bad input."""
     parser = argparse.ArgumentParser(prog="emu check", description="Check LDEV images against a write log.")
     parser.add_argument("images_dir", help="folder with ldev<N>.img files")
-    parser.add_argument("writelog", help="write log CSV (emu run --writes)")
+    parser.add_argument("writelog", nargs="?", help="write log CSV (emu run --writes); optional with --check")
     parser.add_argument("--unit", choices=("ldev", "group"), default="ldev",
                         help="consistency unit: each LDEV alone, or all LDEVs (or --group) as one")
     parser.add_argument("--group", action="append", default=[],
@@ -462,10 +462,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--site", action="append", default=None, help="only writes issued at this site")
     parser.add_argument("--all-acked", action="store_true",
                         help="also require every acknowledged write (sync PAIR)")
+    parser.add_argument("--check", choices=["sqlite", "ext4"],
+                        help="judge an application's LDEV as it would (controllers.verify.apps), "
+                             "beside the stamp checker")
+    parser.add_argument("--facts", metavar="CAPTURE.json",
+                        help="with --check: the capture's application facts (its LDEV, invariants)")
+    parser.add_argument("--acked-txid", type=int, default=-1,
+                        help="with --check sqlite: the last transaction acknowledged before the suspension")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if args.check:
+        return _app_main(args)
+    if args.writelog is None:
+        print("emu check: a write log is needed (or --check APP)", file=sys.stderr)
+        return 2
     try:
         images = load_images(args.images_dir)
         log = WriteLog.load(args.writelog)
@@ -485,6 +497,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(verdict.summary())
     return 0 if verdict.consistent else 1
+
+
+def _app_main(args) -> int:
+    """``emu check DIR --check APP --facts CAPTURE.json``: the application verdict of its
+    LDEV's image (and the stamp checker on the other LDEVs, if a write log is given)."""
+    from controllers.verify.apps import AppCheckError, check_ext4, check_sqlite, load_facts
+    if not args.facts:
+        print("emu check: --check needs --facts CAPTURE.json (the capture's application facts)", file=sys.stderr)
+        return 2
+    try:
+        images = load_images(args.images_dir)
+        meta = load_facts(args.facts)
+        if meta["ldev"] not in images:
+            raise ValueError(f"{args.images_dir}: no ldev{meta['ldev']}.img (the application's LDEV)")
+    except (ValueError, OSError, AppCheckError) as exc:
+        print(f"emu check: {exc}", file=sys.stderr)
+        return 2
+    if meta["app"] != args.check:
+        print(f"emu check: {args.facts} describes a {meta['app']} application, not {args.check}", file=sys.stderr)
+        return 2
+    image = images[meta["ldev"]]
+    try:
+        if args.check == "sqlite":
+            v = check_sqlite(image, meta["invariants"], args.acked_txid, meta["db"])
+            facts = f"integrity_check {v['integrity']}; " + ", ".join(f"{k} {val}" for k, val in v["values"].items())
+        else:
+            v = check_ext4(image, meta["durable"])
+            facts = f"e2fsck {v['fsck']}; {v['files_checked']} durable files read"
+    except AppCheckError as exc:
+        print(f"emu check: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.check} ldev {meta['ldev']}: {'CONSISTENT' if v['ok'] else 'INCONSISTENT'}: {facts}"
+          + (f"; {'; '.join(v['problems'])}" if v["problems"] else ""))
+    ok = v["ok"]
+    others = {k: img for k, img in images.items() if k != meta["ldev"]}
+    if args.writelog and others:
+        try:
+            verdict = check(others, WriteLog.load(args.writelog), None, sites=args.site)
+        except (ValueError, OSError) as exc:
+            print(f"emu check: {exc}", file=sys.stderr)
+            return 2
+        print(f"stamped LDEVs {sorted(others)}: {verdict.summary()}")
+        ok = ok and verdict.consistent
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,12 @@ def verify_rack(rack: StorageRack) -> dict:
     units_used = set()
     verdicts, pairs_out, ok = [], {}, True
     remote_writers = {r.site for r in log if r.site not in {g["master"] for g in rack.groups.values()}}
-    skipped = []
+    # LDEVs written with client bytes (capture replays) carry no stamps: the
+    # stamp checker cannot judge them, so they are listed, not judged
+    # (``--check APP`` judges them as the application would)
+    raw = rack.rawlog()
+    unstamped = {(row[0], row[1]) for site in raw.values() for row in site["rows"]}
+    skipped, unjudged = [], []
     for gname, g in sorted(rack.groups.items()):
         members = [rack.pairs[n] for n in g["pairs"]]
         if g["remote"] in rack.down_sites:
@@ -38,6 +43,15 @@ def verify_rack(rack: StorageRack) -> dict:
         if loss_rows:
             ok = False
         members = [p for p in members if p not in lossy]
+        raw_members = [p for p in members if (p["m_site"], p["m_ldev"]) in unstamped]
+        for p in raw_members:
+            unjudged.append({"group": gname, "pair": p["name"], "site": p["r_site"], "ldev": p["r_ldev"],
+                             "reason": "written with unstamped client bytes (a capture replay): "
+                                       "judged by --check APP, not by the stamp checker"})
+            pairs_out[p["name"]] = _pair_verdict(rack, p, rack.export_bytes(p["r_site"], p["r_ldev"]))
+        members = [p for p in members if p not in raw_members]
+        if raw_members and not members and not loss_rows:
+            continue      # nothing left for the stamp checker in this group
         images = {p["m_ldev"]: rack.export_bytes(p["r_site"], p["r_ldev"]) for p in members}
         unit = rack.resync_units.get(gname, default_unit)
         units_used.add(unit)
@@ -53,7 +67,8 @@ def verify_rack(rack: StorageRack) -> dict:
             pairs_out[p["name"]] = _pair_verdict(rack, p, images[p["m_ldev"]])
     unit = "/".join(sorted(units_used)) or default_unit
     return rack.record_verify({"consistent": ok, "unit": unit, "groups": verdicts, "pairs": pairs_out,
-                               "writes": len(log), "skipped": skipped})
+                               "writes": len(log), "skipped": skipped, "unjudged": unjudged,
+                               "raw_writes": sum(len(site["rows"]) for site in raw.values())})
 
 
 def _pair_verdict(rack: StorageRack, p: dict, image: bytes) -> dict:

@@ -132,25 +132,26 @@ def count_points(config: str, preamble: list[str], seed: int, settings: dict) ->
 
 
 def run_point(config: str, preamble: list[str], seed: int, settings: dict, fault: str, k: int,
-              trace_out=None, after=None) -> dict:
+              trace_out=None, after=None, check: str | None = None) -> dict:
     """Replay: the preamble, then crash after the k-th recovery-step record;
     check the remote (then ``after(rack)``, if given, before the rack closes)."""
     with _rack(config, preamble, seed, settings, trace_out) as rack:
         sink = rack.rack.sink
         sink.flush_all()
-        already = _recovery_records(sink)
-        t_crash = rack.rack.run_until_record(set(RECOVERY_STEPS), k - already, LIMIT_NS) \
-            if k > already else rack.now_ns
+        # k counts from the preamble's end, as count_points does (the initial
+        # copy's 407/410 records before it are no crash points of the resync)
+        t_crash = rack.rack.run_until_record(set(RECOVERY_STEPS), k, LIMIT_NS)
         if t_crash is None:
             return {"k": k, "skipped": "the copy ended before this point"}
-        result = _finish_point(rack, k, t_crash, fault)
+        result = _finish_point(rack, k, t_crash, fault, check)
         if after is not None:
             after(rack)
         return result
 
 
-def _finish_point(rack, k: int, t_crash: int, fault: str) -> dict:
-    """From a rack paused at crash point k: inject, run past T, judge, fingerprint."""
+def _finish_point(rack, k: int, t_crash: int, fault: str, check: str | None = None) -> dict:
+    """From a rack paused at crash point k: inject, run past T, judge, fingerprint
+    (``check``: also judge captured applications' images as they would)."""
     max_time_ns = rack.settings()["max_time"]
     note = _inject(rack, fault, k)
     t_end = rack.rack.run_until_record({515, 520}, 1, max_time_ns + 2 * SETTLE_NS)
@@ -159,6 +160,7 @@ def _finish_point(rack, k: int, t_crash: int, fault: str) -> dict:
     verdict = verify_rack(rack)
     last = rack.show("recovery-plan")[_remote(rack)]["last_remote"]
     out = _judge(k, t_crash, t_end, verdict, last, rack.settings(_remote(rack))["method"])
+    _judge_apps(rack, out, verdict, check)
     if note:
         out["fault"] = note
     out["trace_sha256"] = rack.rack.finish_trace()
@@ -208,6 +210,31 @@ def _judge(k, t_crash, t_end, verdict, last, method: str) -> dict:
             "outcome": last.get("outcome") if last else "untouched"}
 
 
+def _judge_apps(rack, out: dict, verdict: dict, check: str | None) -> None:
+    """LDEVs written with client bytes are judged by the application check,
+    or else reported as not judged (a problem: no verdict is claimed)."""
+    if check is None:
+        if verdict.get("unjudged"):
+            out["problems"] += [f"pair {u['pair']}: not judged ({u['reason']})" for u in verdict["unjudged"]]
+            out["consistent"] = False
+        return
+    from controllers.verify.apps import judge_rack
+    apps = judge_rack(rack, check)
+    judged = {a.get("pair") for a in apps}
+    missing = [u for u in verdict.get("unjudged", []) if u["pair"] not in judged]
+    problems = [f"{a['app']} on {a.get('pair', a['workload'])}: {'; '.join(a['problems'][:2])}"
+                for a in apps if not a["ok"]]
+    problems += [f"pair {u['pair']}: not judged (no {check} capture on it)" for u in missing]
+    if not apps:
+        problems.append(f"--check {check}: no {check} capture was replayed on this rack")
+    out["app"] = [{key: a[key] for key in ("app", "pair", "ok", "integrity", "values", "acked_txid", "fsck",
+                                           "files_checked", "durable_step") if key in a}
+                  for a in apps]
+    out["app_ok"] = not problems
+    out["problems"] += problems
+    out["consistent"] = out["consistent"] and not problems
+
+
 POINTS_USAGE = "--crash-points expects all, every:K, sample:N, only:I or range:A-B"
 
 
@@ -245,15 +272,15 @@ def _work(args):
     try:
         return run_point(*args)
     except Exception as exc:  # noqa: BLE001 - reported as a failure with its reproduce command
-        return _error_result(args[-1], f"{type(exc).__name__}: {exc}")
+        return _error_result(args[5], f"{type(exc).__name__}: {exc}")
 
 
 # -- the two ways of running the points ----------------------------------------------------------------
-def _replay_points(config, preamble, seed, settings, fault, points_spec, jobs):
+def _replay_points(config, preamble, seed, settings, fault, points_spec, jobs, check=None):
     """Every point from scratch: a rack, the preamble, the copy up to k (the reference)."""
     total = count_points(config, preamble, seed, settings)
     points = choose_points(points_spec, total, seed)
-    tasks = [(config, preamble, seed, settings, fault, k) for k in points]
+    tasks = [(config, preamble, seed, settings, fault, k, None, None, check) for k in points]
 
     def results():
         if jobs > 1:
@@ -264,7 +291,7 @@ def _replay_points(config, preamble, seed, settings, fault, points_spec, jobs):
     return total, points, results()
 
 
-def _fork_points(config, preamble, seed, settings, fault, points_spec, jobs):
+def _fork_points(config, preamble, seed, settings, fault, points_spec, jobs, check=None):
     """Fork snapshots: one rack runs the preamble once and steps from crash
     point to crash point; at each it forks a child (copy-on-write) that
     injects the fault, finishes the run and judges it, while the rack goes
@@ -282,10 +309,10 @@ def _fork_points(config, preamble, seed, settings, fault, points_spec, jobs):
     except BaseException:
         rack.close()
         raise
-    return total, points, _fork_results(rack, fault, points, jobs)
+    return total, points, _fork_results(rack, fault, points, jobs, check)
 
 
-def _fork_results(rack, fault: str, points: list[int], jobs: int):
+def _fork_results(rack, fault: str, points: list[int], jobs: int, check: str | None = None):
     """Results in point order (a reorder buffer of at most ``jobs`` entries)."""
     order = {k: i for i, k in enumerate(points)}
     ready: dict[int, dict] = {}
@@ -301,7 +328,7 @@ def _fork_results(rack, fault: str, points: list[int], jobs: int):
     with rack, ForkPool(jobs) as pool:
         sink = rack.rack.sink
         sink.flush_all()
-        passed = _recovery_records(sink)       # recovery-step records behind the rack now
+        passed = 0                             # recovery-step records since the preamble's end
         horizon_ns = rack.now_ns + LIMIT_NS    # as a replay's limit, from the preamble's end
         t_crash = rack.now_ns
         for i, k in enumerate(points):
@@ -313,7 +340,7 @@ def _fork_results(rack, fault: str, points: list[int], jobs: int):
                         yield {"k": later, "skipped": "the copy ended before this point"}
                     return
                 passed = k + rack.rack.backend.watch_overrun
-            yield from arrived(pool.submit(k, lambda k=k, t=t_crash: _finish_point(rack, k, t, fault)))
+            yield from arrived(pool.submit(k, lambda k=k, t=t_crash: _finish_point(rack, k, t, fault, check)))
         yield from arrived(pool.drain())
 
 
@@ -328,6 +355,7 @@ class Tally:
 
     def __init__(self):
         self.tried = self.ok = self.checker_ok = self.rollback_ok = self.skipped = self.failed = 0
+        self.app_ok = 0
         self.rpo_sum = self.rpo_max = 0
         self.rpo_age_ms_max = 0.0
         self.rto_sum_ms, self.rto_n = 0.0, 0
@@ -341,6 +369,7 @@ class Tally:
         self.ok += bool(r["consistent"])
         self.checker_ok += bool(r.get("checker_ok"))
         self.rollback_ok += bool(r.get("rollback_exact"))
+        self.app_ok += bool(r.get("app_ok"))
         self.rpo_sum += r["rpo_writes"]
         self.rpo_max = max(self.rpo_max, r["rpo_writes"])
         self.rpo_age_ms_max = max(self.rpo_age_ms_max, r["rpo_age_ms"])
@@ -371,7 +400,7 @@ def cell(k: int, n: int) -> str:
 
 
 def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=print, method="fork",
-          on_result=None, client=None, block_points=None) -> dict:
+          on_result=None, client=None, block_points=None, check=None) -> dict:
     """One sweep; each point's result goes to ``on_result`` (in point order)
     as it comes. With a Dask ``client`` the points run on its cluster, in
     blocks of ``block_points`` sharing one preamble (``distributed``)."""
@@ -380,6 +409,8 @@ def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=p
     if fault not in FAULTS:
         raise SweepUsage(f"unknown fault {fault!r} ({', '.join(FAULTS)})")
     t0 = time.monotonic()
+    if check is not None and client is not None:
+        raise SweepUsage("--check APP does not run on a Dask cluster yet (run the sweep here)")
     if client is not None:
         from controllers.verify import distributed
         method = "dask"
@@ -387,7 +418,7 @@ def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=p
                                                           points_spec, block_points or distributed.BLOCK_POINTS)
     else:
         run = _fork_points if method == "fork" else _replay_points
-        total, points, results = run(config, preamble, seed, settings, fault, points_spec, jobs)
+        total, points, results = run(config, preamble, seed, settings, fault, points_spec, jobs, check)
     tally = Tally()
     try:
         for i, res in enumerate(results, 1):
@@ -401,6 +432,8 @@ def sweep(config, preamble, seed, settings, fault, points_spec, jobs, progress=p
     return {"config": config, "seed": seed, "settings": settings, "fault": fault, "method": method,
             "points_total": total, "points": points, "tried": n, "consistent": tally.ok,
             "checker_ok": tally.checker_ok, "rollback_ok": tally.rollback_ok, "skipped": tally.skipped,
+            "check": check, "app_ok": tally.app_ok,
+            "app_pct": round(100.0 * tally.app_ok / max(1, n), 2) if check else None,
             "consistent_pct": round(100.0 * tally.ok / max(1, n), 2),
             "checker_pct": round(100.0 * tally.checker_ok / max(1, n), 2),
             "rollback_pct": round(100.0 * tally.rollback_ok / max(1, n), 2),
@@ -417,8 +450,10 @@ def _progress(say, i, n, t0):
         say(f"  {i}/{n} crash points, {time.monotonic() - t0:.1f} s")
 
 
-def reproduce_command(config, script, seed, settings, fault, k) -> str:
+def reproduce_command(config, script, seed, settings, fault, k, check=None) -> str:
     opts = " ".join(f"--{key.replace('_', '-')} {v}" for key, v in sorted(settings.items()))
+    if check:
+        opts = f"{opts} --check {check}".strip()
     return f"emu sweep {config} {script} --seed {seed} --fault {fault} --crash-points only:{k} {opts}".strip()
 
 
@@ -445,7 +480,7 @@ MATRIX_HEADERS = [*MATRIX_AXES, "points", "ok [95% CI %]", "dependent-write cons
 
 
 def keep_artifacts(config: str, script: str, preamble: list[str], seed: int, settings: dict, fault: str,
-                   k: int, out_dir: str | Path) -> Path:
+                   k: int, out_dir: str | Path, check: str | None = None) -> Path:
     """The evidence of one failed point, kept only for failures: its full
     trace, the remote images (``ldev<N>.img`` by master LDEV) with the
     master's write log (so ``emu check DIR DIR/writes.csv`` judges them
@@ -460,9 +495,9 @@ def keep_artifacts(config: str, script: str, preamble: list[str], seed: int, set
                 rack.export(p["r_site"], p["r_ldev"], str(d / f"ldev{p['m_ldev']}.img"))
         rack.writelog().save(d / "writes.csv")
     with open(d / "trace.txt", "w") as trace:
-        result = run_point(config, preamble, seed, settings, fault, k, trace_out=trace, after=images)
+        result = run_point(config, preamble, seed, settings, fault, k, trace_out=trace, after=images, check=check)
     (d / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    (d / "reproduce.txt").write_text(reproduce_command(config, script, seed, settings, fault, k) + "\n")
+    (d / "reproduce.txt").write_text(reproduce_command(config, script, seed, settings, fault, k, check) + "\n")
     return d
 
 
@@ -484,6 +519,9 @@ def _parser():
     p.add_argument("--jsonl", help="stream every point's result to this file, one JSON line each, in point order")
     p.add_argument("--artifacts", help="for each failed point keep its trace, images and reproduce command here")
     p.add_argument("--matrix", action="store_true", help="sweep every combination of the settings below")
+    p.add_argument("--check", choices=["sqlite", "ext4"],
+                   help="also judge each replayed capture's remote image as its application would "
+                        "(LDEVs of client bytes are judged only so)")
     for key, values in MATRIX_AXES.items():
         p.add_argument(f"--{key.replace('_', '-')}", choices=values)
     return p
@@ -499,10 +537,11 @@ def _report_failures(args, preamble: list[str], seed: int, settings: dict, s: di
     """Each kept failure with its reproduce command (and its artifacts if asked)."""
     for f in s["failures"]:
         print(f"FAIL seed={seed} crash point {f['k']} (t={f['t_crash_ns']} ns): {'; '.join(f['problems'][:2])}")
-        print(f"  reproduce: {reproduce_command(args.config, args.script, seed, settings, args.fault, f['k'])}")
+        print(f"  reproduce: "
+              f"{reproduce_command(args.config, args.script, seed, settings, args.fault, f['k'], args.check)}")
         if args.artifacts:
             where = keep_artifacts(args.config, args.script, preamble, seed, settings, args.fault, f["k"],
-                                   args.artifacts)
+                                   args.artifacts, args.check)
             print(f"  artifacts: {where}")
     if s["failed"] > len(s["failures"]):
         where = f"all in {args.jsonl}" if args.jsonl else "--jsonl F lists every point"
@@ -550,7 +589,7 @@ def main(argv: list[str]) -> int:
                     if jsonl else None
                 s = sweep(args.config, preamble, seed, settings, args.fault, args.crash_points, args.jobs,
                           method="replay" if args.replay else "fork", on_result=emit, client=client,
-                          block_points=args.block)
+                          block_points=args.block, check=args.check)
                 summaries.append(s)
                 per_seed.append(s)
                 _report_failures(args, preamble, seed, settings, s)
@@ -564,6 +603,10 @@ def main(argv: list[str]) -> int:
         if client is not None:
             client.close()
     print(tabulate(rows, headers=MATRIX_HEADERS))
+    if args.check:
+        for s in summaries:
+            print(f"application verdict ({args.check}) {s['settings'] or '(SVP defaults)'} seed {s['seed']}: "
+                  f"{s['app_ok']}/{s['tried']} points consistent")
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1, default=str))
     return 0 if all(not s["failed"] for s in summaries) else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from controllers.formats.capture import CaptureError, ack_order, happens_before, load_capture
 from controllers.formats.stamp import make_payload, read_stamps
 from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.formats.writelog import COMPLETE_NS
@@ -57,6 +58,9 @@ class HostCpu(Actor):
         self.write_seq = 0
         self.log: list[list] = []            # rows whose columns are formats.writelog.HEADER
         self.log_index: dict[int, int] = {}
+        #: writes of client bytes (capture replays), which carry no stamps:
+        #: [site, ldev, lba, sectors, issue_ns, complete_ns, workload, capture seq]
+        self.raw_log: list[list] = []
         self.phase = "main"
         self.lat: dict[str, dict[str, list]] = {}
         self.phase_t: dict[str, list[int]] = {}
@@ -131,6 +135,9 @@ class HostCpu(Actor):
             body["data"] = data
         self.fe_inflight[ident] = {"tag": tag, "op": op, "t0": self.now_ns, "ldev": ldev, "lba": lba,
                                    "sectors": sectors, "fua": bool(flags & FE_FUA), "stage": "io"}
+        if op == "write":   # client bytes: no stamp checker can judge this LDEV (verify says so)
+            self.fe_inflight[ident]["raw"] = len(self.raw_log)
+            self.raw_log.append([self.params["site"], ldev, lba, sectors, self.now_ns, None, "frontend", tag])
         self.set_timer(f"fe:{tag}", FE_TIMEOUT_NS, ident)
         self.send(self.params["dkc"], "io", body)
 
@@ -145,6 +152,8 @@ class HostCpu(Actor):
             return
         del self.fe_inflight[ident]
         self.cancel_timer(f"fe:{io['tag']}")
+        if ok and "raw" in io:
+            self.raw_log[io["raw"]][5] = self.now_ns
         if ok and io["op"] in ("read", "write"):
             self.lat[self.phase][io["op"]].append(self.now_ns - io["t0"])
             self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
@@ -178,6 +187,8 @@ class HostCpu(Actor):
             return {"ok": False, "error": f"workload {name!r} is already running"}
         if len(self.workloads) >= WORKLOADS_MAX and name not in self.workloads:
             return {"ok": False, "error": f"at most {WORKLOADS_MAX} workloads"}
+        if "trace=" in spec and "format=capture" in spec.split():
+            return self._start_capture(name, spec)
         if "trace=" in spec:
             return self._start_trace(name, spec)
         try:
@@ -231,6 +242,77 @@ class HostCpu(Actor):
         if not st["stopped"] and st["pos"] < len(ios):
             self.set_timer(f"replay:{name}", st["start_ns"] + ios[st["pos"]].time_ns - self.now_ns, name)
 
+    def _start_capture(self, name, spec):
+        """Replay a front-end capture (``controllers.formats.capture``):
+        ``trace=PATH format=capture``. Each request is issued at its arrival
+        time relative to the first, but never before every request acknowledged
+        before its arrival has completed here (happens-before: flush and FUA
+        barriers keep their meaning); writes carry the captured bytes, reads
+        are issued and timed, flush and trim are barriers only (the LDEV's
+        bytes are not changed by a trim: NBD lets a trimmed range read back
+        anything)."""
+        opts = dict(tok.split("=", 1) for tok in spec.split() if "=" in tok)
+        unknown = sorted(set(opts) - {"trace", "format"})
+        if unknown:
+            return {"ok": False, "error": f"unknown capture replay key(s) {', '.join(unknown)} (trace, format)"}
+        path = opts["trace"]
+        try:
+            header, recs = load_capture(path)
+        except CaptureError as exc:
+            return {"ok": False, "error": str(exc)}
+        sizes = list(self.params["ldev_sectors"])
+        for r in recs:
+            problem = None
+            if r.ldev >= len(sizes) or (r.offset + r.length) > sizes[r.ldev] * SECTOR_BYTES:
+                problem = f"ldev {r.ldev} extent {r.offset}+{r.length} is not inside this site's LDEVs"
+            elif r.op in ("read", "write") and (r.offset % SECTOR_BYTES or r.length % SECTOR_BYTES):
+                problem = f"a {r.op} at {r.offset}+{r.length} is not {SECTOR_BYTES}-byte aligned"
+            if problem:
+                return {"ok": False, "error": f"{path}: record {r.seq}: {problem}"}
+        recs.sort(key=lambda r: (r.arrival_ns, r.seq))
+        st = {"wl": None, "capture": path, "trace": recs, "need": happens_before(recs),
+              "ack_order": ack_order(recs), "done": bytearray(len(recs)), "prefix": 0, "pos": 0,
+              "t0": recs[0].arrival_ns if recs else 0, "times": [[r.seq, None, None] for r in recs],
+              "stopped": False, "open": 0, "issued": 0, "start_ns": self.now_ns}
+        self.workloads[name] = st
+        self.trace("workload.capture", name=name, requests=len(recs), source=header["source"])
+        self._capture_next(name)
+        return {"ok": True, "ios": len(recs)}
+
+    def _capture_next(self, name):
+        """Issue every request that is due and whose happens-before prefix has completed."""
+        st = self.workloads[name]
+        recs = st["trace"]
+        while not st["stopped"] and st["pos"] < len(recs):
+            i = st["pos"]
+            if st["need"][i] > st["prefix"]:
+                return            # a completion calls again
+            due = st["start_ns"] + recs[i].arrival_ns - st["t0"]
+            if due > self.now_ns:
+                self.set_timer(f"replay:{name}", due - self.now_ns, name)
+                return
+            st["pos"] += 1
+            self._issue_captured(name, i)
+
+    def _issue_captured(self, name, i):
+        st = self.workloads[name]
+        r = st["trace"][i]
+        st["times"][i][1] = self.now_ns
+        if r.op in ("flush", "trim"):
+            st["issued"] += 1
+            self._captured_done(name, i)
+            return
+        self._send_io(name, r.op, r.ldev, r.offset // SECTOR_BYTES, r.length // SECTOR_BYTES,
+                      data=r.data, cap=i)
+
+    def _captured_done(self, name, i):
+        st = self.workloads[name]
+        st["times"][i][2] = self.now_ns
+        st["done"][i] = 1
+        order = st["ack_order"]
+        while st["prefix"] < len(order) and st["done"][order[st["prefix"]]]:
+            st["prefix"] += 1
+
     # -- I/O ------------------------------------------------------------------------
     def _expired(self, st) -> bool:
         if st["wl"] is None:
@@ -245,13 +327,22 @@ class HostCpu(Actor):
         op, ldev, lba, sectors = st["wl"].next_io(st["rng"])
         self._send_io(name, op, ldev, lba, sectors)
 
-    def _send_io(self, name, op, ldev, lba, sectors):
+    def _send_io(self, name, op, ldev, lba, sectors, data=None, cap=None):
+        """One I/O to the DKC; ``data`` (client bytes of a capture replay, request
+        ``cap``) goes to the raw log, since it carries no stamps."""
         st = self.workloads[name]
         self.next_io += 1
         ident = f"{self.name}#{self.next_io}"
         body = {"id": ident, "op": op, "ldev": ldev, "lba": lba, "sectors": sectors}
         io = {"wl": name, "op": op, "t0": self.now_ns, "ldev": ldev, "lba": lba, "sectors": sectors}
-        if op == "write":
+        if cap is not None:
+            io["cap"] = cap
+        if op == "write" and data is not None:
+            body["data"] = data
+            io["raw"] = len(self.raw_log)
+            self.raw_log.append([self.params["site"], ldev, lba, sectors, self.now_ns, None, name,
+                                 st["trace"][cap].seq])
+        elif op == "write":
             self.write_seq += 1
             wid = (self.params["host_index"] << 48) | self.write_seq
             body["data"] = make_payload(ldev, lba, sectors, wid)
@@ -268,7 +359,10 @@ class HostCpu(Actor):
             self._fe_timeout(data)
             return
         if name.startswith("replay:"):
-            self._replay_next(data)
+            if "capture" in self.workloads[data]:
+                self._capture_next(data)
+            else:
+                self._replay_next(data)
             return
         st = self.workloads.get(data)
         if st is None or self._expired(st):
@@ -295,7 +389,10 @@ class HostCpu(Actor):
         else:
             self.errors += 1
             self.trace("io.error", op=io["op"], ldev=io["ldev"], lba=io["lba"], error=body.get("error"))
-        if st["wl"] is not None and st["wl"].spec.interarrival_ns is None:
+        if "cap" in io:
+            self._captured_done(io["wl"], io["cap"])
+            self._capture_next(io["wl"])
+        elif st["wl"] is not None and st["wl"].spec.interarrival_ns is None:
             self._issue(io["wl"])
 
     def _complete(self, io, body):
@@ -303,9 +400,11 @@ class HostCpu(Actor):
         self.lat[self.phase][io["op"]].append(rt)
         self.lat[self.phase]["bytes"] += io["sectors"] * SECTOR_BYTES
         self.phase_t[self.phase][1] = self.now_ns
-        if io["op"] == "write":
+        if "raw" in io:
+            self.raw_log[io["raw"]][5] = self.now_ns
+        elif io["op"] == "write":
             self.log[self.log_index[io["wid"]]][COMPLETE_NS] = self.now_ns
-        elif body.get("data") is not None:
+        elif body.get("data") is not None and "cap" not in io:   # client bytes carry no stamps
             self._check_read(io, body["data"])
 
     def _check_read(self, io, data):
@@ -320,6 +419,10 @@ class HostCpu(Actor):
         what = q.get("q")
         if what == "writelog":
             return {"rows": self.log}
+        if what == "rawlog":
+            return {"rows": self.raw_log,
+                    "captures": {n: {"file": s["capture"], "times": s["times"]}
+                                 for n, s in sorted(self.workloads.items()) if "capture" in s}}
         if what == "stats":
             return {"phases": {p: {"read": v["read"], "write": v["write"], "bytes": v["bytes"], "t": self.phase_t[p]}
                                for p, v in self.lat.items()},
