@@ -27,7 +27,7 @@ CFG = str(ROOT / "configs" / "two-site.toml")
 def preamble(tmp_path_factory):
     cap = tmp_path_factory.mktemp("bank") / "bank.cap"
     capture_bank(cap, transfers=120, seed=1)
-    text = (ROOT / "scenarios" / "sweep-sqlite.emu").read_text()
+    text = (ROOT / "scenarios" / "apps" / "sweep-sqlite.emu").read_text()
     assert "trace=bank.cap " in text
     return text.replace("trace=bank.cap ", f"trace={cap} ").splitlines()
 
@@ -83,7 +83,7 @@ def ext4_preamble(tmp_path_factory):
         pytest.skip(why)
     from controllers.apps.ext4_files import capture_ext4
     cap = capture_ext4(tmp_path_factory.mktemp("ext4"), str(ROOT / "configs" / "two-site-8m.toml"), steps=30)
-    text = (ROOT / "scenarios" / "sweep-ext4.emu").read_text()
+    text = (ROOT / "scenarios" / "apps" / "sweep-ext4.emu").read_text()
     assert "trace=ext4.cap " in text
     return text.replace("trace=ext4.cap ", f"trace={cap} ").splitlines()
 
