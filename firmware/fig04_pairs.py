@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
 from firmware import pair_table as P
-from firmware.fig07_bitmap import DiffBitmap
 from firmware.mirror import write_direct
 from firmware.protocol import FENCES, MODES, HorcTakeover, MsgKind, PairCreate, PairSplit
 
@@ -35,7 +33,7 @@ def s350_pair_form_instruction(fw: FirmwareHost, now_ns: int, req: PairCreate) -
         raise ValueError(f"pairs must be SMPL: {[(p.name, p.state) for p in found]}")
     for pair in found:
         pair.mode, pair.fence, pair.state = mode, fence, P.COPY
-        pair.bitmap = DiffBitmap(fw.store.ldev_tracks(pair.m_ldev))
+        pair.bitmap = fw.pair_bitmap(pair, "bitmap")
         pair.bitmap.set_all()
         pair.sent = None
         fw.trace(350, "pair_form_instruction", pair=pair.name, mode=mode, fence=fence)
@@ -67,7 +65,7 @@ def s352_normal_end_received(fw: FirmwareHost, now_ns, from_site, msg):
     for name in names:
         pair = fw.pairs.get(name)
         pair.sid = sid
-        pair.sent = np.zeros(pair.bitmap.tracks, dtype=bool)
+        pair.sent = fw.pair_bitmap(pair, "sent")
         session.active.append(name)
         session.cursor[name], session.searched[name], session.outstanding[name] = 0, False, 0
     fw.sessions[sid] = session
