@@ -88,7 +88,7 @@ def _digest8(*parts: bytes) -> int:
 
 
 class NvmSpace:
-    """One NVM buffer: layout (``array``/``register`` then ``seal``), in-place
+    """One NVM buffer: layout (``plan`` then ``seal``), in-place
     writes announced with ``touch``, ``commit`` per round, ``open`` at restart.
 
     The layout is declared the same way on every start from the same

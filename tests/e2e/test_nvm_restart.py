@@ -31,7 +31,7 @@ def test_remote_dkc_sigkilled_mid_copy_restarts_from_its_tables():
         r.fault_link("up")
         r.pairresync("g0")
         r.run(8 * MS)
-        saved = r.show("recovery-plan")["remote"]["saved_nodes"]
+        saved = r.show("save-area")["remote"]["saved_nodes"]
         assert saved > 0, "nothing saved yet: the kill would prove nothing"
         victim = next(p for p in r.show("processes")["processes"] if p["name"] == "remote.dkc")
         fd = os.pidfd_open(victim["pid"])
@@ -42,7 +42,7 @@ def test_remote_dkc_sigkilled_mid_copy_restarts_from_its_tables():
             os.close(fd)
         r.run(1 * MS)
         r.fault_restart("remote.dkc")
-        assert r.show("recovery-plan")["remote"]["saved_nodes"] >= saved, "the saved-data queue was lost"
+        assert r.show("save-area")["remote"]["saved_nodes"] >= saved, "the saved-data queue was lost"
         r.run(2 * MS)
         r.fault_site_down("main")
         r.run(600 * MS)
