@@ -8,6 +8,12 @@ counts the bytes it writes into its NVM region (``nvm_bytes_written`` in
 its stats) and its commits; the row divides their sum by the events every
 actor of the rack handled in the same run. Target: persistence costs
 O(changes): bytes per event stay far below the firmware state's size.
+
+Measured on 2 shared cores, back to back, same 18626 events (issue 11):
+the pickle of the whole firmware per round wrote 116647 bytes per event in
+the processes backend (254441 per commit) and 3748 inline; the tables in
+place write 639 (2665 per commit) and 491. Wall 12.83 -> 10.26 s
+(processes), 4.64 -> 3.16 s (inline).
 """
 
 from __future__ import annotations
