@@ -20,7 +20,7 @@ Figures per row:
   PSS divides each page among its mappers, so the sum is the memory the
   tree really uses, shared memory included;
 * ``nvm_bytes_per_event``: bytes written to both DKCs' NVM regions
-  (``controllers/devices/dkc/nvm.py``'s counter) per event handled.
+  (each DKC's ``nvm_bytes_written``, counted by ``firmware/nvm_tables.py``) per event handled.
 
 A ``checker`` row times the stamp checker alone on 1 GiB of written stamps
 in a sparse 16 GiB LDEV (target >= 1 GB/s of written data).
@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers.devices.dkc.nvm import bytes_written as nvm_bytes_written
 from controllers.formats.image import SparseImage
 from controllers.formats import stamp
 from controllers.formats.writelog import WriteLog, WriteRecord
@@ -147,8 +146,8 @@ def play(label: str, ldevs: int, ldev_size: str, backend: str) -> dict:
                     if line == "verify":
                         verify_s = time.perf_counter() - t
                 text = out.getvalue()
-                # from the regions themselves: the master DKC is down by now, its NVM is not
-                nvm = sum(nvm_bytes_written(rack.rack.regions[f"{s}.dkc.nvm"].buf) for s in rack.sites)
+                # each DKC's own count (a DKC lost with its site keeps the row it had then)
+                nvm = sum(row["nvm_bytes_written"] for row in rack.device_stats()["dkcs"].values())
                 events = rack.rack.events_handled
                 rack.close()
                 wall_s = time.perf_counter() - t0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
+
 from firmware import fig04_pairs as F4
 from firmware import mirror, views
 from firmware import pair_table as P
@@ -19,8 +21,15 @@ from firmware import fig06_09_recovery_remote as RR
 from firmware.protocol import (MAX_MSG_DATA_BYTES, CancelTimer, CopyRead, DiskCost, HorcTakeover, HostDone, LinkState,
                                MalformedMessage, MsgKind, PairCreate, PairDisplay, PairResync, PairSplit, Request,
                                RestoreIo, SendPeer, SetParam, SetTimer, Show, Trace, check_peer_message, request_from_wire)
+from firmware.fig07_bitmap import DiffBitmap
+from firmware.fig10_11_save_area import NODE_DTYPE as SAVED_DTYPE
+from firmware.fig10_11_save_area import SavedDataQueue
 from firmware.lost_tracks import LostTracks
+from firmware.nvm_tables import (BlobMap, IntRecords, NvmFull, NvmLayoutError, NvmSpace, SegmentPool, int_key,
+                                 int_key_back, pair_key, pair_key_back)
 from firmware.store import SaveMedia, TrackStore
+from firmware.fig12_13_time_series import META_DTYPE as TSQ_META_DTYPE
+from firmware.fig12_13_time_series import NODE_DTYPE as TSQ_NODE_DTYPE
 from firmware.fig12_13_time_series import TimeSeriesQueue
 
 
@@ -29,21 +38,36 @@ DEFAULTS = {"cache_save_threshold_tracks": 8, "keep_raid5": False, "spares_usabl
             "init_window": 8, "max_pending_writes": 4096, "max_saved_nodes": 1 << 20,
             #: tracks a bitmap-order copy may read beyond its window: the disks
             #: keep streaming while the link carries the window
-            "copy_read_ahead": 8}
+            "copy_read_ahead": 8,
+            #: NVM capacities (fixed at the DKC's first start, the tables' layout):
+            #: the pool of 4 KiB segments for update data, mirror writes in flight
+            #: and saved tracks in cache; the lost-track table; saved tracks in cache
+            "nvm_pool_bytes": 64 << 20, "max_lost_tracks": 1 << 16, "max_cached_saves": 1024,
+            #: room for each pickled group of the small state (two slots each)
+            "nvm_group_bytes": 4 << 20}
 
-_VOLATILE = ("store", "save_media", "_out")
+_VOLATILE = ("store", "save_media", "_out", "nvm", "host_state")
+#: state written every round under load (small); the rest changes with commands and copies
+_HOT = ("next_seq", "seq_base", "host_waits", "expect_seq", "reorder", "link_up")
+SEGMENT_BYTES = 4096
 
 
 class DkcFirmware:
     """The one implementation of ``firmware.context.FirmwareHost``: the state, the
     event entry points, the snapshot into non-volatile memory."""
 
-    def __init__(self, site: str, store: TrackStore, save_media: SaveMedia, params: dict):
+    def __init__(self, site: str, store: TrackStore, save_media: SaveMedia, params: dict,
+                 nvm: np.ndarray | None = None, _shape: dict | None = None):
+        """``nvm``: the DKC's non-volatile memory (a uint8 buffer the actor
+        provides; None: a private one). The tables are laid out in it from
+        ``params``, the LDEV sizes and the save rows of this first start."""
         self.site = site
         self.store = store
         self.save_media = save_media
         self.params = {**DEFAULTS, **{k: v for k, v in params.items() if k != "pairs"}}
         self.pairs = P.PairTable.from_params(site, params.get("pairs", []))
+        shape = _shape or self._shape(params)
+        self.nvm = self._lay_out(nvm, shape)
         self.sessions: dict[int, RM.MasterSession] = {}
         self.rsession: RR.RemoteSession | None = None
         self.tsq: dict[str, TimeSeriesQueue] = {}
@@ -52,16 +76,103 @@ class DkcFirmware:
         #: first sequence number since the path to a site was (re)established:
         #: a remote that knows nothing yet starts there, never at whatever arrives
         self.seq_base: dict[str, int] = {}
-        self.pending: dict[tuple[str, int], dict] = {}  # (site, seq) -> mirror write in flight
+        #: (site, seq) -> mirror write in flight (an NVM table, its data in the pool)
+        self.pending = BlobMap(self.nvm, "pending", 0, self._pool, SiteKey(self._sites), SiteKeyBack(self._sites),
+                               _dumps, pickle.loads, plan=False)
         self.host_waits: dict[object, dict] = {}  # req_id -> {left, error}
         self.expect_seq: dict[str, int | None] = {}
         self.reorder: dict[str, dict[int, dict]] = {}
         self.link_up: dict[str, bool] = {}
         self.double_faults: list[dict] = []
         #: tracks with no right image (double faults), in NVM: reads fail until rewritten
-        self.lost = LostTracks()
+        self.lost = LostTracks(table=self._map("lost", pair_key, pair_key_back))
         self.last_recovery: dict | None = None
         self._out: list = []
+        #: the DKC actor's own state beside the firmware's (RAID, disks), kept in the same commit
+        self.host_state: dict = {}
+        if _shape is None:
+            self.nvm.write_format(pickle.dumps(shape, protocol=pickle.HIGHEST_PROTOCOL))
+            self.commit()
+
+    # ------------------------------------------------------------ the NVM's tables
+    def _shape(self, params: dict) -> dict:
+        """What the tables' layout depends on, kept in the NVM's format record
+        so a restart lays them out again alike whatever failed since."""
+        mastered = [p for _, p in sorted(self.pairs.pairs.items()) if p.m_site == self.site]
+        sites = sorted({self.site} | {p.m_site for p in self.pairs.pairs.values()}
+                       | {p.r_site for p in self.pairs.pairs.values()})
+        return {"site": self.site, "params": params, "sites": sites,
+                "bitmaps": {p.name: int(self.store.ldev_tracks(p.m_ldev)) for p in mastered},
+                "save_rows": [(r.row_id, int(r.tracks)) for r in self.save_media.rows()],
+                "tsq_slots": max(1, 2 * len(mastered))}
+
+    def _lay_out(self, buf, shape: dict) -> NvmSpace:
+        prm = self.params
+        space = NvmSpace(buf, int(prm["nvm_group_bytes"]))
+        self._sites = shape["sites"]
+        for name, tracks in sorted(shape["bitmaps"].items()):
+            space.plan(f"bitmap:{name}", bool, tracks)
+            space.plan(f"sent:{name}", bool, tracks)
+        for row_id, tracks in shape["save_rows"]:
+            space.plan(f"save_row:{row_id}", bool, max(1, tracks))
+        n_saved = int(prm["max_saved_nodes"])
+        space.plan("saved", SAVED_DTYPE, n_saved)
+        space.plan("restore_queue", np.int64, (n_saved, 2))
+        self._pool = SegmentPool(space, "pool", SEGMENT_BYTES, max(1, int(prm["nvm_pool_bytes"]) // SEGMENT_BYTES))
+        for name, cap in (("pending", prm["max_pending_writes"]), ("lost", prm["max_lost_tracks"]),
+                          ("save_cache", max(int(prm["max_cached_saves"]), int(prm["cache_save_threshold_tracks"])))):
+            space.plan(name, BlobMap.DTYPE, int(cap))
+        slots = shape["tsq_slots"]
+        for i in range(slots):
+            space.plan(f"tsq_nodes:{i}", TSQ_NODE_DTYPE, int(prm["tsq_max_nodes"]))
+        space.plan("tsq_meta", TSQ_META_DTYPE, slots)
+        space.seal()
+        self._pool.attach()
+        self._tsq_slots = slots
+        return space
+
+    def _map(self, name: str, enc, dec, dumps=bytes, loads=bytes) -> BlobMap:
+        return BlobMap(self.nvm, name, 0, self._pool, enc, dec, dumps, loads, plan=False)
+
+    def pair_bitmap(self, pair: P.Pair, kind: str) -> DiffBitmap:
+        """The pair's differential bitmap (``bitmap``) or sent-tracks map (``sent``), cleared."""
+        bm = DiffBitmap.on(self.nvm, self.nvm.arr(f"{kind}:{pair.name}"))
+        bm.clear_all()
+        return bm
+
+    def save_rows_tables(self) -> dict[int, np.ndarray]:
+        return {int(name.split(":")[1]): view for name, view in self.nvm._arrays.items()
+                if name.startswith("save_row:")}
+
+    def saved_queue(self, max_nodes: int) -> SavedDataQueue:
+        """The saved-data queue (Fig. 11) of a new copy, emptied."""
+        q = SavedDataQueue(0, space=self.nvm, records=self.nvm.arr("saved"),
+                           pair_names=sorted(self.pairs.pairs))
+        return q.reset(max_nodes)
+
+    def save_cache(self) -> BlobMap:
+        """Saved (or staged) tracks kept in cache (511), emptied."""
+        m = self._map("save_cache", int_key, int_key_back)
+        m.clear()
+        return m
+
+    def restore_list(self) -> IntRecords:
+        return IntRecords(self.nvm, self.nvm.arr("restore_queue"))
+
+    def nvm_barrier(self) -> None:
+        """Make what the NVM holds now durable before a media write that
+        depends on it (a commit in the middle of an event)."""
+        self.commit()
+
+    def commit(self, host_state: dict | None = None) -> int:
+        """The end of a scheduler round: the commit point of the NVM (see
+        ``firmware.nvm_tables``), with the actor's ``host_state`` when given;
+        returns the bytes written into the NVM since the last commit."""
+        if host_state is not None:
+            self.host_state = host_state
+        state = {k: v for k, v in self.__dict__.items() if k not in _VOLATILE}
+        hot = {k: state.pop(k) for k in _HOT}
+        return self.nvm.commit({"hot": hot, "cold": state, "host": {"state": self.host_state}})
 
     # ------------------------------------------------------------ helpers
     @property
@@ -167,7 +278,13 @@ class DkcFirmware:
     def tsq_for(self, pair: P.Pair) -> TimeSeriesQueue:
         unit = self.tsq_unit_of(pair)
         if unit not in self.tsq:
-            self.tsq[unit] = TimeSeriesQueue(unit, int(self.params["tsq_max_nodes"]))
+            slot = len(self.tsq)
+            if slot >= self._tsq_slots:
+                raise NvmFull(f"{self.site}: no NVM slot left for time-series queue {unit} "
+                              f"({self._tsq_slots} slots)")
+            self.tsq[unit] = TimeSeriesQueue(unit, int(self.params["tsq_max_nodes"]), self.nvm,
+                                             self.nvm.arr(f"tsq_nodes:{slot}"), self.nvm.arr("tsq_meta"), slot,
+                                             self._pool)
         return self.tsq[unit]
 
     def tsq_feeders(self, unit: str) -> list[str]:
@@ -197,16 +314,34 @@ class DkcFirmware:
             self.tsq[unit].incomplete = True
 
     # ------------------------------------------------------------ snapshot
-    def snapshot(self) -> bytes:
-        """All firmware state (non-volatile memory image)."""
-        state = {k: v for k, v in self.__dict__.items() if k not in _VOLATILE}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    def snapshot(self) -> tuple:
+        """Commit, then a (sparse) copy of the non-volatile memory: what a
+        DKC killed now restarts from (``restore``)."""
+        self.commit()
+        return self.nvm.image()
 
     @classmethod
-    def restore(cls, blob: bytes, store: TrackStore, save_media: SaveMedia) -> "DkcFirmware":
+    def restore(cls, image, store: TrackStore, save_media: SaveMedia) -> "DkcFirmware":
+        """The firmware of a DKC restarted from ``image`` (a ``snapshot``, or
+        the NVM buffer itself): the round in progress at the kill is undone."""
+        buf = NvmSpace.from_image(image) if isinstance(image, tuple) else image
+        return cls.reopen(buf, store, save_media)
+
+    @classmethod
+    def reopen(cls, buf: np.ndarray, store: TrackStore, save_media: SaveMedia) -> "DkcFirmware | None":
+        """The firmware whose tables live in ``buf``, or None if it never committed."""
+        blob = NvmSpace.read_format(buf)
+        if blob is None:
+            return None
+        shape = pickle.loads(blob)
         fw = cls.__new__(cls)
-        fw.__dict__.update(pickle.loads(blob))
-        fw.store, fw.save_media, fw._out = store, save_media, []
+        fw.site, fw.store, fw.save_media, fw._out = shape["site"], store, save_media, []
+        fw.params = {**DEFAULTS, **{k: v for k, v in shape["params"].items() if k != "pairs"}}
+        fw.nvm = fw._lay_out(buf, shape)
+        groups = fw.nvm.open()
+        fw.__dict__.update(groups["cold"])
+        fw.__dict__.update(groups["hot"])
+        fw.host_state = groups["host"]["state"]
         return fw
 
     def export_check(self, ldev: int) -> None:
@@ -328,3 +463,22 @@ _COMMANDS = {PairCreate: F4.s350_pair_form_instruction, PairSplit: F4.cmd_pairsp
              PairResync: RM.cmd_pairresync, HorcTakeover: F4.cmd_horctakeover,
              LinkState: mirror.on_path_state, PairDisplay: views.cmd_pairdisplay,
              Show: views.cmd_show, SetParam: cmd_set}
+
+
+def _dumps(value) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class SiteKey:
+    """(site, seq) -> two ints for an NVM table key (sites by index)."""
+
+    def __init__(self, sites: list[str]):
+        self.sites = list(sites)
+
+    def __call__(self, key) -> tuple[int, int]:
+        return self.sites.index(key[0]), int(key[1])
+
+
+class SiteKeyBack(SiteKey):
+    def __call__(self, k0: int, k1: int) -> tuple[str, int]:
+        return self.sites[k0], k1

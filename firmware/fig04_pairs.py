@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+
 from firmware import fig05_recovery_master as RM
 from firmware import fig06_09_recovery_remote as RR
 from firmware import pair_table as P
-from firmware.fig07_bitmap import DiffBitmap
 from firmware.mirror import write_direct
 from firmware.protocol import FENCES, MODES, HorcTakeover, MsgKind, PairCreate, PairSplit
 
@@ -35,13 +35,15 @@ def s350_pair_form_instruction(fw: FirmwareHost, now_ns: int, req: PairCreate) -
         raise ValueError(f"pairs must be SMPL: {[(p.name, p.state) for p in found]}")
     for pair in found:
         pair.mode, pair.fence, pair.state = mode, fence, P.COPY
-        pair.bitmap = DiffBitmap(fw.store.ldev_tracks(pair.m_ldev))
+        pair.bitmap = fw.pair_bitmap(pair, "bitmap")
         written = fw.store.written_tracks(pair.m_ldev)
         if written is None:
             pair.bitmap.set_all()
             thin = {}
         else:   # thin media: a never-written track reads zeros on both sides and is not copied
-            pair.bitmap.bits[written] = True
+            mask = np.zeros(pair.bitmap.tracks(), dtype=bool)
+            mask[written] = True
+            pair.bitmap.merge(mask)
             thin = {"thin_tracks": int(written.size)}
         pair.sent = None
         fw.trace(350, "pair_form_instruction", pair=pair.name, mode=mode, fence=fence, **thin)
@@ -78,7 +80,7 @@ def s352_normal_end_received(fw: FirmwareHost, now_ns, from_site, msg):
     for name in names:
         pair = fw.pairs.get(name)
         pair.sid = sid
-        pair.sent = np.zeros(pair.bitmap.tracks, dtype=bool)
+        pair.sent = fw.pair_bitmap(pair, "sent")
         session.active.append(name)
         session.cursor[name], session.searched[name], session.outstanding[name] = 0, False, 0
     fw.sessions[sid] = session

@@ -87,7 +87,7 @@ def s401_receive_instruction(fw: FirmwareHost, sid: int, pairs: list, opts: dict
     session.max_time_ns = s402_get_max_time(fw, session, opts)
     for pair in pairs:
         pair.state, pair.sid = P.COPY, sid
-        pair.sent = np.zeros(pair.bitmap.tracks, dtype=bool)
+        pair.sent = fw.pair_bitmap(pair, "sent")
     session.waiting = list(session.pair_names)
     fw.trace(401, "rc_instruction", sid=sid, pairs=session.pair_names, remote=session.remote_site)
     return session
@@ -179,7 +179,7 @@ def s406_ready_received(fw: FirmwareHost, now_ns: int, session: MasterSession, m
 
 def pair_need_tracks(pair) -> int:
     """Distinct tracks the remote may have to save for this pair."""
-    return int(np.count_nonzero(pair.bitmap.bits | pair.sent))
+    return int(np.count_nonzero(pair.bitmap.bits | pair.sent.bits))
 
 
 def frees_on_reached(session: MasterSession) -> bool:
@@ -375,7 +375,7 @@ def mark_sent(session: MasterSession, pair, tracks: list[int]) -> None:
     for track in tracks:
         if pair.name not in session.time_units:
             pair.bitmap.clear(track)  # time order: bits stay until the unit reached
-        pair.sent[track] = True
+        pair.sent.set(track)
         session.cursor[pair.name] = max(session.cursor[pair.name], track + 1)
     session.outstanding[pair.name] += 1
 

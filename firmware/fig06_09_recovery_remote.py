@@ -100,8 +100,9 @@ def s501_receive_start(fw: FirmwareHost, now_ns: int, from_site: str, msg: dict)
         groups={n: fw.pairs.get(n).group for n in names},
         cache_threshold_tracks=int(msg["cache_save_threshold_tracks"]),
         save_bitmap=SaveAreaBitmap.build(fw.save_media.rows(), bool(msg["keep_raid5"]),
-                                         bool(msg["spares_usable"])),
-        saved=SavedDataQueue(max_nodes=int(msg.get("max_saved_nodes", 1 << 20))),
+                                         bool(msg["spares_usable"]), fw.save_rows_tables(), fw.nvm),
+        saved=fw.saved_queue(int(msg.get("max_saved_nodes", 1 << 20))),
+        cache=fw.save_cache(), restore_queue=fw.restore_list(),
         timer_name=f"rc_watchdog:{msg['sid']}")
     fw.rsession = session
     s502_start_watchdog(fw, now_ns, session)
@@ -204,6 +205,9 @@ def protected_write(fw: FirmwareHost, session: RemoteSession, pair, track: int, 
             return None
         error = s511_keep_in_cache_or_s512_write_save(fw, session, node, old)
         if error is None:
+            # write-ahead: the saved node (Fig. 11) is durable in NVM before the
+            # home is overwritten, so a kill from here on still rolls back right
+            fw.nvm_barrier()
             s756_write_new_home(fw, ldev, track, new_track)
     else:
         error = s511_keep_in_cache_or_s512_write_save(fw, session, node, new_track)
@@ -280,7 +284,7 @@ def s509_find_free_save_track(fw: FirmwareHost, session: RemoteSession, ldev: in
                      cache_addr=None, pair=pair_name)
     if len(session.saved) >= session.saved.max_nodes:
         raise SaveAreaFull(f"saved-data queue full ({session.saved.max_nodes} nodes)")
-    if len(session.cache) >= session.cache_threshold_tracks:
+    if len(session.cache) >= session.cache_threshold_tracks or not session.cache.can_take(fw.store.track_bytes):
         row_id, slot, first_lend = session.save_bitmap.allocate()
         if first_lend:
             fw.save_media.lend(row_id)

@@ -23,17 +23,38 @@ class TrackLost(ValueError):
 
 @dataclass
 class LostTracks:
-    """ldev -> {track: why}; plain data (pickled with the firmware state)."""
+    """ldev -> {track: why}. In the DKC each mark is also a record of an NVM
+    table (``table``, a ``firmware.nvm_tables.BlobMap`` keyed by (ldev,
+    track)), written when it changes; ``marks`` is rebuilt from it."""
 
     marks: dict[int, dict[int, str]] = field(default_factory=dict)
+    table: object = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.table is not None:
+            state.pop("marks", None)
+        return state
+
+    def __setstate__(self, state):
+        for k, v in state.items():   # setattr interns the names, as pickle does: same bytes when pickled again
+            setattr(self, k, v)
+        if self.table is not None:
+            self.marks = {}
+            for (ldev, track), why in self.table.items():
+                self.marks.setdefault(ldev, {})[track] = why.decode()
 
     def mark(self, ldev: int, track: int, why: str) -> None:
+        if self.table is not None:
+            self.table[(int(ldev), int(track))] = why.encode()
         self.marks.setdefault(int(ldev), {})[int(track)] = why
 
     def clear(self, ldev: int, track: int) -> bool:
         tracks = self.marks.get(ldev)
         if not tracks or track not in tracks:
             return False
+        if self.table is not None:
+            del self.table[(int(ldev), int(track))]
         del tracks[track]
         if not tracks:
             del self.marks[ldev]

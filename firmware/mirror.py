@@ -68,8 +68,8 @@ def check_host_write(fw: FirmwareHost, ldev: int, lba: int, sectors: int, data: 
     for pair in fw.pairs.by_master_ldev(fw.site, ldev):
         if pair.state == P.PSUE and pair.fence == "data":
             return f"fence data: pair {pair.name} is suspended, remote cannot be updated"
-    if len(fw.pending) >= int(fw.params["max_pending_writes"]):
-        return f"too many mirror writes in flight ({len(fw.pending)})"
+    if len(fw.pending) >= int(fw.params["max_pending_writes"]) or not fw.pending.can_take(len(data) + 512):
+        return f"too many mirror writes in flight ({len(fw.pending)}; NVM holds {fw.pending.capacity})"
     return None
 
 
@@ -78,7 +78,7 @@ def route_pieces(fw: FirmwareHost, pair: P.Pair, pieces: list) -> list:
     if pair.state == P.PAIR:
         if pair.sent is not None:
             for track, _, _ in pieces:
-                pair.sent[track] = True
+                pair.sent.set(track)
         return list(pieces)
     if pair.state in (P.PSUS, P.PSUE):
         s1201_update_while_suspended(fw, pair, pieces)
@@ -97,8 +97,8 @@ def route_pieces(fw: FirmwareHost, pair: P.Pair, pieces: list) -> list:
         track = piece[0]
         if pair.bitmap.test(track):
             continue  # not yet sent: its bit is already set
-        if track < session.cursor[pair.name] or pair.sent[track]:
-            pair.sent[track] = True
+        if track < session.cursor[pair.name] or pair.sent.test(track):
+            pair.sent.set(track)
             mirror.append(piece)  # already sent: like mirror state
         else:
             pair.bitmap.set(track)

@@ -78,12 +78,8 @@ def _ldev(ldev: int | None, what: str) -> int:
 
 
 def queue_rows(queue: TimeSeriesQueue) -> dict:
-    rows, node_id = [], queue.head
-    while node_id is not None:
-        node = queue.nodes[node_id]
-        rows.append({"node": node.node_id, "type": node.update_type, "valid": node.valid,
-                     "ldev": node.ldev, "track": node.track})
-        node_id = node.next
+    rows = [{"node": node.node_id, "type": node.update_type, "valid": node.valid,
+             "ldev": node.ldev, "track": node.track} for node in queue.walk()]
     return {"usable": queue.usable(), "nodes": rows}
 
 

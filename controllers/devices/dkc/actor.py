@@ -22,7 +22,7 @@ simply starts with a cold cache.
 
 Beside this module: ``cache.py`` (the cache and the firmware's TrackStore
 through it), ``save_media.py`` (parity tracks and spares as save area),
-``nvm.py`` (the non-volatile state, torn-write safe); the sparing policy is
+the NVM region, where the firmware keeps its tables (``firmware/nvm_tables.py``); the sparing policy is
 the firmware's (``firmware/raid/sparing.py``).
 """
 
@@ -32,7 +32,6 @@ import numbers
 from collections import OrderedDict
 
 from controllers.devices.dkc.cache import CachedStore, DataLost, TrackCache
-from controllers.devices.dkc.nvm import bytes_written, read_state, write_state
 from controllers.devices.dkc.save_media import DiskSaveMedia
 from firmware.dkc import DkcFirmware
 from firmware.lost_tracks import LostTracks
@@ -138,7 +137,8 @@ class Dkc(Actor):
                       "disk_ios": 0, "disk_timeouts": 0, "disk_busy_waits": 0, "bad_messages": 0, "rebuilt_stripes": 0,
                       "destaged": 0, "write_pending_max": 0, "xor_bytes": 0, "copy_reads": 0,
                       "copy_read_hits": 0, "copy_reads_waiting_max": 0,
-                      "peer_malformed": 0, "flushes": 0, "trims": 0}
+                      "peer_malformed": 0, "flushes": 0, "trims": 0,
+                      "nvm_bytes_written": 0, "nvm_commits": 0}
 
     def _allocate(self, nbytes: int) -> None:
         """A thin stripe is about to be stored: refuse (MediaFull) when the
@@ -168,20 +168,20 @@ class Dkc(Actor):
 
     def on_start(self):
         self._build()
-        self.fw = DkcFirmware(self.params["site"], self.store, self.media, self._fw_params())
+        self.fw = DkcFirmware(self.params["site"], self.store, self.media, self._fw_params(), nvm=self._nvm())
         self.epochs = {site: 0 for site in sorted(self.params["peers"])}
-        self.nvm_gen = 0
         self._persist()
 
     def on_restart(self):
-        state = self._load_nvm()
-        if state is None:
+        fw = DkcFirmware.reopen(self._nvm(), None, None)   # the tables, the kill's round undone
+        if fw is None:
             self.on_start()
             return
+        state = fw.host_state
         self._build(state["raid"], state["disks"])
-        self.fw = DkcFirmware.restore(state["fw"], self.store, self.media)
+        fw.store, fw.save_media = self.store, self.media
+        self.fw = fw
         self.epochs = state["epochs"]
-        self.nvm_gen = state["gen"]
         self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
         self.trace("dkc.restart")
         self._execute([*self.fw.timers()])
@@ -193,13 +193,18 @@ class Dkc(Actor):
         self._persist()
 
     def _persist(self) -> None:
-        state = {"fw": self.fw.snapshot(), "raid": [g.export_state() for g in self.groups], "epochs": self.epochs,
+        """The round's commit point: the firmware's tables were written in
+        place during the round; this writes what changed of the rest."""
+        state = {"raid": [g.export_state() for g in self.groups], "epochs": self.epochs,
                  "disks": {"members": self.member_map, "free_spares": self.free_spares, "rebuilds": self.rebuilds},
-                 "spare_failed": self.media.spare_failed}
-        self.nvm_gen = write_state(self.region(f"{self.params['site']}.dkc.nvm").buf, self.nvm_gen, state, self.name)
+                 "spare_failed": list(self.media.spare_failed)}
+        self.fw.commit(state)
+        # counted by the NVM (commits in the middle of an event included) since this DKC (re)started
+        self.stats["nvm_bytes_written"] = self.fw.nvm.total_written
+        self.stats["nvm_commits"] = self.fw.nvm.commits
 
-    def _load_nvm(self) -> dict | None:
-        return read_state(self.region(f"{self.params['site']}.dkc.nvm").buf)
+    def _nvm(self):
+        return self.region(f"{self.params['site']}.dkc.nvm").buf
 
     # -- scheduler promises ------------------------------------------------------------------------
     def _command_ns(self) -> int:
@@ -799,9 +804,8 @@ class Dkc(Actor):
         if what == "lost":
             return {"ok": True, "ldevs": {str(k): v for k, v in self._lost_ranges().items()}}
         if what == "stats":
-            nvm = bytes_written(self.region(f"{self.params['site']}.dkc.nvm").buf)
             return {"stats": dict(self.stats), "cache_tracks": len(self.track_cache), "write_pending": len(self.dirty),
-                    "nvm_bytes_written": nvm, "thin_bytes_allocated": self.thin_allocated,
+                    "nvm_bytes_written": self.stats["nvm_bytes_written"], "thin_bytes_allocated": self.thin_allocated,
                     "raid": [{"failed": sorted(g.failed_disks), "parity_lent": g.parity_lent,
                               "members": list(self.member_map[i]), "rebuild_to": self.rebuilds.get(i),
                               "lost_tracks": len(g.lost_tracks())}
