@@ -41,7 +41,7 @@ def s350_pair_form_instruction(fw: FirmwareHost, now_ns: int, req: PairCreate) -
             pair.bitmap.set_all()
             thin = {}
         else:   # thin media: a never-written track reads zeros on both sides and is not copied
-            mask = np.zeros(pair.bitmap.tracks(), dtype=bool)
+            mask = np.zeros(pair.bitmap.tracks, dtype=bool)
             mask[written] = True
             pair.bitmap.merge(mask)
             thin = {"thin_tracks": int(written.size)}

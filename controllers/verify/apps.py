@@ -54,13 +54,16 @@ class AppCheckError(ValueError):
     """Bad input to an application check (a missing or malformed sidecar, an unknown app)."""
 
 
-def check_sqlite(image: bytes, invariants: list[dict], acked_txid: int = -1, db_name: str = "bank.db") -> dict:
-    """Open the database on a copy of ``image``, let SQLite recover, integrity_check, invariants.
+def check_sqlite(image, invariants: list[dict], acked_txid: int = -1, db_name: str = "bank.db") -> dict:
+    """Open the database on a copy of ``image`` (bytes, or a sparse image of
+    ``controllers/formats/image.py``), let SQLite recover, integrity_check, invariants.
 
     Returns ``{"app": "sqlite", "ok", "integrity", "values": {name: value},
     "problems": [...]}``; ``ok`` only if every step passed.
     """
     out = {"app": "sqlite", "ok": False, "integrity": None, "values": {}, "problems": [], "acked_txid": acked_txid}
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        image = image.to_bytes()     # the VFS works on a private copy of the whole LDEV
     if acked_txid < 0 and not any(image[:4096]):
         # nothing was acknowledged before the suspension and the layout was
         # never made durable: an empty LDEV is what the application may find
@@ -106,7 +109,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
-def check_ext4(image: bytes, durable: dict[str, str | list[str]]) -> dict:
+def check_ext4(image, durable: dict[str, str | list[str]]) -> dict:
     """Judge an ext4 image against ``durable`` ({path: sha256 hex, or a list of the acceptable
     ones} of the files fsync'ed before the suspension).
 
@@ -119,7 +122,10 @@ def check_ext4(image: bytes, durable: dict[str, str | list[str]]) -> dict:
         raise AppCheckError(f"--check ext4 needs {', '.join(missing)} (Debian package e2fsprogs)")
     with tempfile.TemporaryDirectory(prefix="emu-ext4-") as tmp:
         copy = Path(tmp) / "image"
-        copy.write_bytes(image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            copy.write_bytes(image)
+        else:          # a sparse image: written as a sparse file, holes and all
+            image.write_file(copy)
         replay = _run(["e2fsck", "-y", "-E", "journal_only", str(copy)])
         if replay.returncode & 8:
             out["problems"].append(f"journal replay: {_first_line(replay)}")
