@@ -164,6 +164,37 @@ class DkcFirmware:
         depends on it (a commit in the middle of an event)."""
         self.commit()
 
+    def media_write_ahead(self, ldev: int, lba: int, sectors: int) -> None:
+        """The write-ahead rule for a host write's local update: the media are
+        written in place and survive a kill -9, the round's NVM changes do
+        not, so the tracks about to change are logged in the NVM *before*
+        the media write (``NvmSpace.log_intent``: no commit, no undo). The
+        records that describe the change (the bit, the time-series node,
+        the mirror write in flight) follow it as before; the round's commit
+        makes the log stale, and a restart that finds it replays those
+        tracks from the media (``after_restart``). Only an LDEV some pair
+        mirrors needs it."""
+        if all(p.state == P.SMPL for p in self.pairs.by_master_ldev(self.site, ldev)):
+            return
+        if not self.nvm.intent_room():
+            self.nvm_barrier()   # the round's earlier writes are recorded: commit them, start a new log
+        spt = self.sectors_per_track
+        self.nvm.log_intent(ldev, lba // spt, (lba + sectors - 1) // spt)
+
+    def after_restart(self, now_ns: int) -> list:
+        """A restarted DKC, its media attached: the host writes killed between
+        their media write and their round's commit (``media_write_ahead``)
+        go through the mirror rules again with what the media hold now
+        (``mirror.replay_in_doubt``); their records stay in doubt until the
+        next commit."""
+        tracks: dict[int, set[int]] = {}
+        for ldev, first, last in self.nvm.in_doubt:
+            tracks.setdefault(int(ldev), set()).update(range(int(first), int(last) + 1))
+        self.nvm.in_doubt = []
+        for ldev in sorted(tracks):
+            mirror.replay_in_doubt(self, now_ns, ldev, sorted(tracks[ldev]))
+        return self._flush()
+
     def commit(self, host_state: dict | None = None) -> int:
         """The end of a scheduler round: the commit point of the NVM (see
         ``firmware.nvm_tables``), with the actor's ``host_state`` when given;

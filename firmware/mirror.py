@@ -30,6 +30,7 @@ def do_host_write(fw: FirmwareHost, now_ns: int, req_id, ldev: int, lba: int, se
     if error is not None:
         fw.answer_host(HostDone(req_id, False, error, None))
         return
+    fw.media_write_ahead(ldev, lba, sectors)   # a kill -9 after the media write must not lose the track
     fw.store.write_sectors(ldev, lba, data)
     pieces = fw.split_pieces(lba, data)
     if fw.lost:
@@ -47,6 +48,30 @@ def do_host_write(fw: FirmwareHost, now_ns: int, req_id, ldev: int, lba: int, se
         fw.host_waits[req_id] = {"left": waits, "error": None}
     else:
         fw.answer_host(HostDone(req_id, True, None, None))
+
+
+def replay_in_doubt(fw: FirmwareHost, now_ns: int, ldev: int, tracks: list[int]) -> None:
+    """After a restart: a host write on these tracks of ``ldev`` was
+    killed between its media write and its round's commit, so nothing
+    says whether the media changed. Whatever they hold now is the
+    master's image: each track goes to every pair as a whole-track update
+    of those bytes (mirrored, or bit and time-series node while suspended,
+    or the recovery-copy rule), with no host to answer (its request died
+    with the process). A track that cannot be read sets its bits instead."""
+    fw.trace(None, "write_in_doubt_replayed", ldev=ldev, tracks=tracks)
+    pieces, unreadable = [], []
+    for track in tracks:
+        try:
+            pieces.append((track, 0, fw.read_home(ldev, track)))
+        except ValueError as exc:   # lost, or a double fault: no right image to send
+            fw.trace(None, "write_in_doubt_unreadable", ldev=ldev, track=track, error=str(exc))
+            unreadable.append(track)
+    for pair in fw.pairs.by_master_ldev(fw.site, ldev):
+        if unreadable:
+            mirror_failed(fw, pair, unreadable, "restart: track in doubt unreadable")
+        to_mirror = route_pieces(fw, pair, pieces)
+        if to_mirror:
+            send_mirror(fw, pair, to_mirror, None)
 
 
 def check_host_write(fw: FirmwareHost, ldev: int, lba: int, sectors: int, data: bytes) -> str | None:

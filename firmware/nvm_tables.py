@@ -27,6 +27,15 @@ scheduler round**:
   yet), reads the groups it names, and the caller commits at once, so
   the undone round's entries can never be applied a second time.
 
+What lies *outside* the NVM and survives a kill too (the media, written
+in place) needs the **write-ahead rule**: ``log_intent`` appends a small
+record, tagged with the round, before such a write is issued; no commit
+is needed (the bytes are in NVM at once), and the round's commit makes
+every record of the round stale (a new round, the other of two log
+areas). ``open`` hands the records of the undone round to the caller
+(``in_doubt``), logged again into the new round until the caller's next
+commit, so a second kill before it still finds them.
+
 A kill at any instant therefore leaves the state of the last commit.
 Persistence costs O(changes): per round, the touched blocks twice (undo
 entry and write), the bytes of fresh segments once, and the groups that
@@ -49,6 +58,9 @@ GROUPS = ("cold", "hot", "host")
 _HEADER = struct.Struct("<8sQ" + "BQ16s" * len(GROUPS) + "16s")   # + the header's own digest (16s)
 _UNDO = struct.Struct("<QIIQ")     # round, index, block, digest of (round, index, block, old bytes)
 UNDO_ENTRY_BYTES = _UNDO.size + BLOCK_BYTES
+_INTENT = struct.Struct("<QI3qI")  # round, index, three ints, CRC-32 of the rest
+#: write-ahead records a round holds before a commit makes room (``log_intent``)
+INTENT_CAP = 4096
 FORMAT_BYTES = 1 << 20
 
 
@@ -110,6 +122,9 @@ class NvmSpace:
         self.group_blobs: dict[str, bytes] = {g: b"" for g in GROUPS}
         self._touched: set[int] = set()
         self._undo_n = 0
+        self._intent_n = 0
+        #: the write-ahead records of the round a restart undid (``open``)
+        self.in_doubt: list[tuple[int, int, int]] = []
         self.bytes_written = 0
         #: bytes written into the buffer by every commit so far, and the commits (volatile counters)
         self.total_written = 0
@@ -138,6 +153,8 @@ class NvmSpace:
         undo_blocks = sum(-(-(dt.itemsize * int(np.prod(sh))) // BLOCK_BYTES) + 1 for _, dt, sh, _u in self._plan)
         self.undo_off, self.undo_cap = off, undo_blocks + 1
         off += self.undo_cap * UNDO_ENTRY_BYTES
+        self.intent_off = off   # two areas: round r logs in area r % 2
+        off += 2 * INTENT_CAP * _INTENT.size
         off = -(-off // PAGE_BYTES) * PAGE_BYTES
         self.data_off = off
         layout = []
@@ -212,6 +229,39 @@ class NvmSpace:
         self._put(self.undo_off + idx * UNDO_ENTRY_BYTES, entry)
         self._undo_n += 1
 
+    def intent_room(self) -> bool:
+        """Whether this round can log one more write-ahead record."""
+        return self._intent_n < INTENT_CAP
+
+    def log_intent(self, a: int, b: int, c: int) -> None:
+        """Write-ahead: record ``(a, b, c)`` (what a write outside the NVM is
+        about to change) before that write is issued. Durable as soon as
+        written; stale after this round's commit; a torn record is the last
+        one, and its write was not issued yet."""
+        self._log_intent(self.gen + 1, a, b, c)
+
+    def _log_intent(self, rnd: int, a: int, b: int, c: int) -> None:
+        if self._intent_n >= INTENT_CAP:
+            raise NvmFull(f"NVM write-ahead log full ({INTENT_CAP} records): commit first (intent_room)")
+        idx = self._intent_n
+        body = _INTENT.pack(rnd, idx, a, b, c, 0)[:-4]
+        self._put(self._intent_at(rnd, idx), body + struct.pack("<I", zlib.crc32(body)))
+        self._intent_n += 1
+
+    def _intent_at(self, rnd: int, idx: int) -> int:
+        return self.intent_off + ((rnd % 2) * INTENT_CAP + idx) * _INTENT.size
+
+    def _intents(self, rnd: int) -> list[tuple[int, int, int]]:
+        found = []
+        for idx in range(INTENT_CAP):
+            off = self._intent_at(rnd, idx)
+            raw = self.buf[off:off + _INTENT.size].tobytes()
+            r, i, a, b, c, crc = _INTENT.unpack(raw)
+            if r != rnd or i != idx or zlib.crc32(raw[:-4]) != crc:
+                break
+            found.append((a, b, c))
+        return found
+
     def _put(self, off: int, data: bytes) -> None:
         if self.on_write is not None:
             self.on_write("put", off, data)
@@ -267,7 +317,7 @@ class NvmSpace:
                 hook()
         self.gen += 1
         self.group_slot, self.group_blobs = slots, blobs
-        self._touched, self._undo_n, self.bytes_written = set(), 0, 0
+        self._touched, self._undo_n, self._intent_n, self.bytes_written = set(), 0, 0, 0
         if self.on_commit is not None:
             self.on_commit()
         return written
@@ -334,6 +384,7 @@ class NvmSpace:
             raise NvmLayoutError("NVM layout differs from the firmware's (tables declared differently)")
         gen = fields[1]
         self._undo_round(gen + 1)
+        in_doubt = self._intents(gen + 1)
         groups, pos = {}, 2
         for g in GROUPS:
             slot, n, dig = fields[pos:pos + 3]
@@ -345,6 +396,12 @@ class NvmSpace:
             self.group_slot[g] = slot
             self.group_blobs[g] = blob
             groups[g] = blob
+        # the undone round's write-ahead records go on into the next round (the
+        # other log area) first: in doubt until the caller's next commit
+        self._intent_n = 0
+        for rec in in_doubt:
+            self._log_intent(gen + 2, *rec)
+        self.in_doubt = in_doubt
         # a new header at once: the undone round's entries (tagged gen + 1) are
         # stale from now on, never applied again after a second kill
         self._write_header(gen + 1, self.group_slot, groups)

@@ -184,7 +184,8 @@ class Dkc(Actor):
         self.epochs = state["epochs"]
         self.media.spare_failed = state.get("spare_failed", self.media.spare_failed)
         self.trace("dkc.restart")
-        self._execute([*self.fw.timers()])
+        # a host write killed between its media write and the round's commit is replayed from the media
+        self._execute([*self.fw.after_restart(self.now_ns), *self.fw.timers()])
         for g in sorted(self.rebuilds):
             self.set_timer(f"rebuild:{g}", 0, g)
 
