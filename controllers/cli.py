@@ -17,6 +17,10 @@ from pathlib import Path
 from emu.backends.base import RackError
 from emu.params import ConfigError
 
+#: the exception a DKC raises when the memory behind its thin media runs out
+#: (controllers/devices/dkc/actor.py ``MediaFull``), as an actor failure names it
+MEDIA_FULL = "MediaFull"
+
 RACKS_DIR = "racks"
 
 
@@ -115,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         print("emu: interrupted", file=sys.stderr)
         return 130
     except RackError as exc:
+        if getattr(exc, "cause", "").startswith(f"{MEDIA_FULL}:"):
+            # the memory behind thin media ran out: a limit of this machine,
+            # neither bad input nor our bug; one line naming the keys, exit 71 (EX_OSERR)
+            print(f"emu: the run stopped at {exc.time_ns} ns: {exc.cause.split(': ', 1)[1]}", file=sys.stderr)
+            return 71
         # a bug (ours), not bad input: the traceback, then one line naming the
         # actor, the event and the virtual time; exit 70 (EX_SOFTWARE)
         import traceback

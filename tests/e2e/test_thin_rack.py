@@ -99,6 +99,21 @@ def test_thin_media_full_stops_the_run_naming_the_key(tmp_path, monkeypatch):
     assert "thin media full" in str(err.value) and "thin = true" in str(err.value), str(err.value)
 
 
+def test_thin_media_full_is_a_clear_stop_of_emu_run_not_an_internal_error(tmp_path, monkeypatch, capsys):
+    """The machine's limit, not our bug: one line naming the keys, exit 71, no traceback."""
+    from controllers.cli import main
+    from controllers.devices.dkc import actor as dkc_actor
+    monkeypatch.setattr(dkc_actor, "THIN_CHECK_BYTES", 0)
+    monkeypatch.setattr(dkc_actor, "THIN_RESERVE_BYTES", 1 << 62)
+    script = tmp_path / "w.emu"
+    script.write_text("workload start m rw=randwrite bs=4KiB iodepth=1 ldevs=0 seed=1\nrun 5ms\n")
+    code = main(["run", _thin_config(tmp_path), str(script), "--backend", "inline"])
+    err = capsys.readouterr().err
+    assert code == 71, err
+    assert "thin media full" in err and "thin = true" in err and "Traceback" not in err, err
+    assert "internal error" not in err, err
+
+
 def _play_terabyte(backend: str, tmp_path: Path, monkeypatch) -> tuple[str, str]:
     monkeypatch.chdir(tmp_path)
     script = ROOT / "scenarios" / "terabyte.emu"
