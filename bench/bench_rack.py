@@ -66,6 +66,11 @@ ROWS = {
 }
 
 
+#: rows also measured over the processes backend's ZeroMQ fabric (EMU_FABRIC=zmq),
+#: the first design, to show what the unix socketpairs bought (emu/fabric.py)
+ZMQ_ROWS = ("patent-example",)
+
+
 def _host_ios(rack: StorageRack) -> int:
     """Host I/Os completed so far (reads and writes, every phase, every site)."""
     n = 0
@@ -94,8 +99,15 @@ def _cpu_s(rack: StorageRack) -> float:
 
 
 def measure(row: str, backend: str) -> dict:
-    """One row in one backend: setup untimed, then the load timed."""
+    """One row in one backend: setup untimed, then the load timed.
+    ``processes-zmq`` is the processes backend over its ZeroMQ fabric."""
     config, group, ldevs, load_ns = ROWS[row]
+    if backend == "processes-zmq":
+        os.environ["EMU_FABRIC"] = "zmq"
+        try:
+            return measure(row, "processes") | {"backend": backend}
+        finally:
+            del os.environ["EMU_FABRIC"]
     with StorageRack(str(config), backend=backend) as rack:
         rack.paircreate(group)
         rack.wait_mirrored(group)
@@ -132,6 +144,11 @@ def speed_rows() -> list[dict]:
             r["same_sha"] = same
             r["wall/inline"] = round(r["wall_s"] / inline_wall, 2)
             rows.append(r)
+        if row in ZMQ_ROWS:
+            r = measure(row, "processes-zmq")
+            r["same_sha"] = r["sha256"] == by_backend["inline"]["sha256"]
+            r["wall/inline"] = round(r["wall_s"] / inline_wall, 2)
+            rows.append(r)
     return rows
 
 
@@ -166,6 +183,11 @@ def verdicts(rows: list[dict]) -> list[str]:
             line += "" if ratio < AIM_PATENT_PROCS_VS_INLINE else " (aim: faster than inline, not reached)"
         out.append(line)
         out.append(f"{row}: same trace sha256 in both backends: {ok(inl['same_sha'])}")
+        zmq = _find(rows, row, "processes-zmq")
+        if zmq is not None:
+            out.append(f"{row}: processes over unix socketpairs {procs['wall_s']:.2f} s vs over ZeroMQ ipc "
+                       f"{zmq['wall_s']:.2f} s = {zmq['wall_s'] / procs['wall_s']:.2f}x faster "
+                       f"(same sha256: {ok(zmq['same_sha'])})")
     inl = _find(rows, "two-site", "inline")
     if inl is not None:
         rt = inl["rt_factor"]

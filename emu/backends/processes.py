@@ -35,9 +35,9 @@ import traceback
 
 import numpy as np
 import setproctitle
-import zmq
 
 from emu import wire
+from emu.fabric import FABRICS, CoordinatorFabric, LinkLost, actor_end
 from emu.actor import NEVER_NS, ActorHost
 from emu.backends.base import ActorFailed, Backend, RackError, call_handler, event_failed, make_host
 from emu.forks import die_with_parent
@@ -48,6 +48,8 @@ from emu.wire import Cmd
 REPLY_TIMEOUT_S = 120.0       # a round taking this long means a stuck actor
 LIVENESS_POLL_MS = 100        # how often a waiting coordinator checks for dead children
 BASE_PRELOAD = ["emu.backends.processes", "numpy", "zmq", "msgpack"]
+#: which links join the coordinator and its actors (``emu.fabric``); env EMU_FABRIC
+DEFAULT_FABRIC = "unix"
 _mp_ctx = None
 
 
@@ -71,7 +73,8 @@ def _context(preload: list[str]):
     A forkserver would re-import the caller's ``__main__`` in every child
     (slow, and wrong for scripts without a main guard); forking this process
     is safe because a child never touches the parent's ZeroMQ context: it
-    makes its own (``worker_main``), and pyzmq ignores inherited sockets.
+    makes its own when its link is ZeroMQ (``emu.fabric.actor_end``), and
+    pyzmq ignores inherited sockets.
     """
     global _mp_ctx
     for module in sorted(set(BASE_PRELOAD + preload)):
@@ -105,11 +108,7 @@ def worker_main(job: dict) -> None:
     setproctitle.setproctitle(f"emu:{job['rack']}:{job['name']}")
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.setsockopt(zmq.IDENTITY, job["name"].encode())
-    sock.connect(job["endpoint"])
+    sock = actor_end(job.pop("link"), job["name"])
     regions = {name: SharedRegion.attach(seg, name, size) for seg, name, size in job["regions"]}
     host = make_host(job, regions)
     drops = wire.DropCounter(job["name"], log=lambda m: print(m, file=sys.stderr))
@@ -124,13 +123,14 @@ def worker_main(job: dict) -> None:
                 prof.dump_stats(os.path.join(os.environ["EMU_PROFILE_DIR"], job["name"] + ".prof"))
         else:
             _worker_loop(sock, host, drops)
+    except LinkLost:
+        pass   # the coordinator is gone: nobody to tell
     except ActorFailed as exc:
         sock.send(_pack(Cmd.ERROR, _failure_body(exc, traceback.format_exc())))
     except Exception:
         sock.send(_pack(Cmd.ERROR, [f"{job['name']}: {traceback.format_exc()}"]))
     finally:
-        sock.close(0)
-        ctx.term()
+        sock.close()
 
 
 def _worker_loop(sock, host: ActorHost, drops: wire.DropCounter) -> None:
@@ -265,21 +265,12 @@ class ProcessesBackend(Backend):
             raise
 
     def _open(self, spec: RackSpec, preload: list[str] | None) -> None:
-        self.endpoint = f"ipc://{self.rundir}/fabric.sock"
         mods = sorted({a.cls.partition(':')[0] for a in spec.actors})
         self.mp = _context((preload or []) + mods)
-        self.zctx = zmq.Context()
-        self.sock = self.zctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # a blocking recv that gives up after the liveness interval: cheaper
-        # per round than a Poller.poll followed by a recv
-        self.sock.setsockopt(zmq.RCVTIMEO, LIVENESS_POLL_MS)
-        self.idents = [n.encode() for n in self.names]
-        self.sock.bind(self.endpoint)
-        self.poller = zmq.Poller()
-        self.poller.register(self.sock, zmq.POLLIN)
+        fabric = os.environ.get("EMU_FABRIC", DEFAULT_FABRIC)
+        if fabric not in FABRICS:
+            raise RackError(f"EMU_FABRIC={fabric!r}: expected one of {', '.join(FABRICS)}")
+        self.fabric = CoordinatorFabric(fabric, self.names, self.rundir)
         self.drops = wire.DropCounter("coordinator", log=lambda m: print(m, file=sys.stderr))
 
     @property
@@ -289,7 +280,7 @@ class ProcessesBackend(Backend):
     # -- process management -------------------------------------------------------
     def _job(self, i: int, now_ns: int) -> dict:
         job = self.host_job(i, now_ns)
-        job["endpoint"] = self.endpoint
+        job["link"] = self.fabric.link_for(i)
         job["regions"] = [self.regions[r].spec() for r in self.spec.actors[i].regions]
         return job
 
@@ -298,6 +289,7 @@ class ProcessesBackend(Backend):
             p = self.mp.Process(target=worker_main, args=(self._job(i, now_ns),),
                                 name=f"emu:{self.names[i]}", daemon=True)
             p.start()
+            self.fabric.forked(i)
             self.procs[i] = p
         waiting = set(indices)
         while waiting:
@@ -329,6 +321,7 @@ class ProcessesBackend(Backend):
         self._mark_dead(i)
 
     def _mark_dead(self, i: int) -> None:
+        self.fabric.drop(i)
         self.alive_mask[i] = False
         self.timer_next[i] = self.msg_next[i] = NEVER_NS
         self.floor_lat[i, :] = 0
@@ -377,7 +370,7 @@ class ProcessesBackend(Backend):
             if p is not None and p.exitcode is None and self.alive_mask[i]:
                 try:
                     self._send(i, Cmd.STOP, [])
-                except zmq.ZMQError:
+                except LinkLost:
                     pass
         deadline = time.monotonic() + 2.0
         for p in self.procs:
@@ -386,42 +379,46 @@ class ProcessesBackend(Backend):
                 if p.exitcode is None:
                     p.kill()
                     p.join()
-        self.sock.close(0)
-        self.zctx.term()
+        self.fabric.close()
         shutil.rmtree(self.rundir, ignore_errors=True)
 
     # -- messaging ------------------------------------------------------------------
     def _send(self, i: int, cmd: Cmd, body) -> None:
-        self.sock.send_multipart([self.idents[i], _pack(cmd, body)])
+        self.fabric.send(i, _pack(cmd, body))
 
     def _recv(self, expect: set[int]):
         """Next well-formed frame from one of ``expect``; dead children raise."""
         waited_s = 0.0
         while True:
-            try:
-                frames = self.sock.recv_multipart()
-            except zmq.Again:
+            got = self.fabric.recv(LIVENESS_POLL_MS)
+            if got is None:
                 waited_s += LIVENESS_POLL_MS / 1000
                 for i in sorted(expect):
                     p = self.procs[i]
                     if p is not None and p.exitcode is not None:
-                        self._mark_dead(i)
-                        self.deaths.append(self.names[i])
+                        self._lost(i)
                         raise _ActorDied(i)
                 if waited_s > REPLY_TIMEOUT_S:
                     raise RackError(f"no answer from {[self.names[i] for i in sorted(expect)]} in {REPLY_TIMEOUT_S}s")
                 continue
-            if len(frames) != 2 or frames[0].decode(errors="replace") not in self.index_of:
+            i, frame = got
+            if i < 0:
                 self.drops.drop("bad envelope")
                 continue
+            if frame is None:   # end of stream: the process is gone
+                if self.alive_mask[i]:
+                    self._lost(i)
+                if i in expect:
+                    raise _ActorDied(i)
+                continue
             try:
-                cmd, _seq, body = wire.decode(frames[1])
+                cmd, _seq, body = wire.decode(frame)
             except wire.WireError as exc:
                 self.drops.drop(str(exc))
                 continue
             if cmd == Cmd.ERROR:
                 raise _error_of(body)
-            return frames[0].decode(), cmd, body
+            return self.names[i], cmd, body
 
     def _await_reply(self, i: int):
         while True:
@@ -534,11 +531,9 @@ class ProcessesBackend(Backend):
             i = int(i)
             try:
                 self._send(i, Cmd.GRANT, [int(horizon[i]), self.pending[i]])
-            except zmq.ZMQError as exc:
-                # ROUTER_MANDATORY: the peer is gone (killed from outside since
-                # the last round); report it as died instead of crashing the rack
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
+            except LinkLost:
+                # the peer is gone (killed from outside since the last
+                # round); report it as died instead of crashing the rack
                 self._lost(i)
                 continue
             self.pending[i] = []
@@ -580,7 +575,7 @@ class ProcessesBackend(Backend):
 
     def send_raw(self, actor: str, frame: bytes) -> None:
         """Test hook: put arbitrary bytes on the wire to an actor."""
-        self.sock.send_multipart([actor.encode(), frame])
+        self.fabric.send(self.index_of[actor], frame)
 
     def pid(self, actor: str) -> int:
         return self.procs[self.index_of[actor]].pid
