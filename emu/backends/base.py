@@ -89,15 +89,56 @@ def make_host(job: dict, regions: dict) -> ActorHost:
     return host
 
 
+class SignalLog:
+    """The signals raised so far, read by absolute position.
+
+    Readers remember ``len(log)`` and later read ``log[seen:]``: what was
+    raised since. Only the newest ``keep`` entries (at least) are held, so a
+    long session (an NBD client raising a signal per batch of completions
+    for hours) does not grow memory with every batch. A reader that asks
+    for an entry already let go is our bug, and raises."""
+
+    __slots__ = ("_items", "_base", "keep")
+
+    def __init__(self, keep: int = 1 << 16):
+        self._items: list[tuple[int, str, str]] = []
+        #: absolute position of _items[0]
+        self._base = 0
+        self.keep = keep
+
+    def append(self, signal: tuple[int, str, str]) -> None:
+        items = self._items
+        items.append(signal)
+        if len(items) > 2 * self.keep:
+            cut = len(items) - self.keep
+            del items[:cut]
+            self._base += cut
+
+    def __len__(self) -> int:
+        return self._base + len(self._items)
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice) or index.step is not None or index.stop is not None:
+            raise TypeError("a SignalLog is read as log[since:]")
+        since = index.start or 0
+        if since < self._base:
+            raise RuntimeError(f"signals from position {since} were let go (the log holds {self._base} on): "
+                               "a reader fell more than SignalLog.keep signals behind")
+        return self._items[since - self._base:]
+
+    def __iter__(self):
+        return iter(self._items)
+
+
 class Backend(ABC):
     """Runs the actors of one rack in virtual time; driven by ``emu.rack.Rack``.
 
     Attributes every backend has:
 
     * ``name`` (class attribute): the backend's name, as passed to ``Rack``;
-    * ``signals``: every signal raised so far, in the order raised, as
-      ``(time_ns, actor, name)``; only ever appended to (the rack remembers
-      how far it has read);
+    * ``signals``: the signals raised so far, in the order raised, as
+      ``(time_ns, actor, name)`` (a ``SignalLog``: appended to, read by
+      absolute position from where a reader stopped, old entries let go);
     * ``deaths``: names of actors noticed dead since the last
       ``take_deaths`` (read them through ``take_deaths``);
     * ``events_handled``: events handled by all actors so far;
@@ -118,8 +159,8 @@ class Backend(ABC):
         self.incarnation = [0] * len(spec.actors)
         self.rounds = 0
         self.dropped_to_dead = 0
-        #: (time_ns, actor, name) of every signal raised so far
-        self.signals: list[tuple[int, str, str]] = []
+        #: (time_ns, actor, name) of the signals raised so far
+        self.signals = SignalLog()
         #: actors noticed dead since the last take_deaths
         self.deaths: list[str] = []
         #: matching records the event that fired the last watch traced after

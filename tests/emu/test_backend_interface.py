@@ -119,3 +119,23 @@ def test_next_times_agree_between_backends_and_with_next_ns():
             assert rack.backend.next_times()[0] == NEVER_NS
             seen[backend] = times
     assert seen["inline"] == seen["processes"]
+
+
+def test_signal_log_reads_from_where_a_reader_stopped_and_lets_old_entries_go():
+    """A long session raises a signal per batch: the log's memory stays
+    bounded, a reader that keeps up sees every signal once, in order, and
+    a reader that fell behind what was let go is told so."""
+    from emu.backends.base import SignalLog
+    log = SignalLog(keep=100)
+    seen, got = 0, []
+    for t in range(10_000):
+        log.append((t, "host", "fe"))
+        if t % 37 == 0:
+            got += log[seen:]
+            seen = len(log)
+    got += log[seen:]
+    assert [s[0] for s in got] == list(range(10_000))
+    assert len(log) == 10_000
+    assert len(log._items) <= 2 * log.keep
+    with pytest.raises(RuntimeError, match="let go"):
+        log[0:]
