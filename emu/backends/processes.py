@@ -51,6 +51,8 @@ BASE_PRELOAD = ["emu.backends.processes", "numpy", "zmq", "msgpack"]
 #: which links join the coordinator and its actors (``emu.fabric``); env EMU_FABRIC
 DEFAULT_FABRIC = "unix"
 _mp_ctx = None
+#: actor modules whose ``warm_up`` has run in this process
+_warmed: set[str] = set()
 
 
 def run_root() -> str:
@@ -75,10 +77,18 @@ def _context(preload: list[str]):
     is safe because a child never touches the parent's ZeroMQ context: it
     makes its own when its link is ZeroMQ (``emu.fabric.actor_end``), and
     pyzmq ignores inherited sockets.
+
+    An actor module may define ``warm_up()``: work every one of its actors
+    would otherwise repeat at start in its own process (compiling numba
+    kernels and typed lists, say). It runs here once per module, so the
+    children inherit the result with the fork.
     """
     global _mp_ctx
     for module in sorted(set(BASE_PRELOAD + preload)):
-        importlib.import_module(module)
+        mod = importlib.import_module(module)
+        if module not in _warmed and callable(getattr(mod, "warm_up", None)):
+            mod.warm_up()
+            _warmed.add(module)
     if _mp_ctx is None:
         _mp_ctx = mp.get_context("fork")
     return _mp_ctx

@@ -111,3 +111,15 @@ def test_garbage_dropped_and_kill9_noticed_on_each_fabric(monkeypatch, name):
         died = [f["actor"] for f in rack.faults if f["fault"] == "died"]
         assert died == ["client1"], f"fabric {name}: faults {rack.faults}"
         assert not rack.alive("client1") and rack.alive("client0")
+
+
+def test_actor_module_warm_up_runs_once_in_the_parent_before_the_fork():
+    """An actor module's warm_up() runs in the coordinator's process, once
+    however many racks it starts, and the children inherit its result."""
+    from support import actors
+    from support.actors import keeper_spec
+    for seed in (1, 2):
+        with Rack(keeper_spec(seed), backend="processes") as rack:
+            assert rack.query("keeper", {})["warmed_in"] == [os.getpid()]
+            assert rack.backend.pid("keeper") != os.getpid()
+    assert actors.WARMED_IN == [os.getpid()]

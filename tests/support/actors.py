@@ -6,12 +6,25 @@
 * ``Pinger``/``Ponger``: two actors bouncing one message ``bounces`` times,
   the fabric ping-pong benchmark.
 * ``Faulty``: a planted bug in the handler named by ``fail_in``.
+
+``warm_up`` records the pid of each process it runs in (``WARMED_IN``),
+and a RegionKeeper's query answers with that list: the processes backend
+must run it once, in its own process, before forking.
 """
 
 from __future__ import annotations
 
+import os
+
 from emu.actor import Actor
 from emu.params import Param
+
+#: pids of the processes this module's warm_up ran in
+WARMED_IN: list[int] = []
+
+
+def warm_up() -> None:
+    WARMED_IN.append(os.getpid())
 
 
 class RegionKeeper(Actor):
@@ -46,7 +59,7 @@ class RegionKeeper(Actor):
             buf = self.region(self.params["region"]).buf
             off, n = int(query["offset"]), int(query["length"])
             return {"data": bytes(buf[off:off + n]), "ticks": self.ticks}
-        return {"ticks": self.ticks}
+        return {"ticks": self.ticks, "warmed_in": list(WARMED_IN)}
 
 
 class Pinger(Actor):

@@ -57,6 +57,15 @@ REBUILD_STRIPES_PER_STEP = 8          # stripes rebuilt per step (one kernel cal
 #: firmware steps whose trace record also raises a named event for ``run until``
 
 
+
+def warm_up() -> None:
+    """Compile the RAID kernels and the numba typed list of member disks
+    (about 1-2 s, which numba's disk cache does not keep for typed lists)
+    once in the processes backend's parent, so that no DKC process, and no
+    DKC restarted after a kill, compiles them again."""
+    from firmware.raid.parity import warm_up as raid_warm_up
+    raid_warm_up()
+
 class MediaFull(RuntimeError):
     """Thin media: the memory behind the shared-memory media is about to run
     out. Not bad input and not a disk fault: the run stops with this message
