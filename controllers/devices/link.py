@@ -19,17 +19,30 @@ HEADER_BYTES = 64  # per command: frame header on the wire (assumption, stated)
 
 
 def message_bytes(msg) -> int:
-    """Wire size of a peer message: header plus every payload byte it carries."""
+    """Wire size of a peer message: header plus every payload byte it carries
+    (bytes and strings by their length, any other scalar 8 bytes)."""
     total = HEADER_BYTES
     stack = [msg]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        v = stack.pop()
-        if isinstance(v, (bytes, bytearray)):
+        v = pop()
+        t = type(v)
+        # exact types first (what messages are made of: one check each);
+        # anything else goes through the isinstance rules
+        if t is bytes or t is str:
+            total += len(v)
+        elif t is dict:
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
+        elif t is int or t is bool or v is None:
+            total += 8
+        elif isinstance(v, (bytes, bytearray)):
             total += len(v)
         elif isinstance(v, dict):
-            stack.extend(v.values())
+            extend(v.values())
         elif isinstance(v, (list, tuple)):
-            stack.extend(v)
+            extend(v)
         elif isinstance(v, str):
             total += len(v)
         else:

@@ -618,22 +618,32 @@ class Dkc(Actor):
 
     def _pump_destage(self) -> None:
         """Destage the oldest write-pending tracks, a bounded number at once
-        (the disks' queues stay short; the cache absorbs bursts)."""
-        for key in list(self.dirty):
-            if self.destaging >= DESTAGE_INFLIGHT_MAX:
-                return
-            if self.dirty[key]:
-                continue
-            self.destage_seq += 1
-            n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
-            if n == 0:
-                del self.dirty[key]
-                self._dirty_gone(key)
-                continue
-            self.dirty[key] = True
-            self.destage_wait[self.destage_seq] = [key, n]
-            self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
-            self.destaging += 1
+        (the disks' queues stay short; the cache absorbs bursts).
+
+        The oldest first, without copying the whole write-pending list: at
+        most DESTAGE_INFLIGHT_MAX entries are being destaged, so the scan
+        stops after a few. A track with nothing to destage leaves the list;
+        the scan then starts again from the oldest (those before it are all
+        being destaged now, so the order is that of one pass)."""
+        dirty = self.dirty
+        while self.destaging < DESTAGE_INFLIGHT_MAX:
+            for key, busy in dirty.items():
+                if self.destaging >= DESTAGE_INFLIGHT_MAX:
+                    return
+                if busy:
+                    continue
+                self.destage_seq += 1
+                n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
+                if n == 0:
+                    break   # leaves the list below, outside the iteration
+                dirty[key] = True   # a value, not a key, changes: the iteration goes on
+                self.destage_wait[self.destage_seq] = [key, n]
+                self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
+                self.destaging += 1
+            else:
+                return   # every write-pending track is being destaged
+            del dirty[key]
+            self._dirty_gone(key)
 
     def _destage_done(self, seq: int) -> None:
         entry = self.destage_wait.get(seq)
@@ -824,7 +834,8 @@ _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_r
            "copy_wait": Dkc._timer_copy_wait}
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
-_INT = (numbers.Integral,)
+#: ``int`` first: an exact int is accepted without the ABC's slower check
+_INT = (int, numbers.Integral)
 #: what a host may ask of an LDEV (FLUSH and TRIM come from the front-ends)
 _HOST_OPS = ("read", "write", "flush", "trim")
 _BYTES = (bytes, bytearray, memoryview)
