@@ -111,7 +111,7 @@ class NvmSpace:
         self.buf = buf
         self.group_bytes = group_bytes
         self._arrays: dict[str, np.ndarray] = {}
-        self._offsets: dict[int, int] = {}
+        self._geom: dict[int, tuple[np.ndarray, int, int]] = {}
         self._array_ids: dict[int, str] = {}
         self._objects: dict[str, object] = {}
         self._object_ids: dict[int, str] = {}
@@ -175,17 +175,19 @@ class NvmSpace:
             view = self.buf[o:o + nbytes].view(dt).reshape(shape)
             self._arrays[name] = view
             self._array_ids[id(view)] = name
-            self._offsets[id(view)] = o
+            #: per table: the view, its offset and the bytes of one item (``touch``)
+            step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
+            self._geom[id(view)] = (view, o, step)
         self.sealed = True
 
     def arr(self, name: str) -> np.ndarray:
         return self._arrays[name]
 
     def offset_of(self, view: np.ndarray) -> int:
-        off = self._offsets.get(id(view))
-        if off is None or self._arrays.get(self._array_ids.get(id(view))) is not view:
-            off = view.__array_interface__["data"][0] - self.buf.__array_interface__["data"][0]
-        return off
+        g = self._geom.get(id(view))
+        if g is not None and g[0] is view:   # a table: its offset is known
+            return g[1]
+        return view.__array_interface__["data"][0] - self.buf.__array_interface__["data"][0]
 
     def register(self, name: str, obj: object) -> None:
         """A table object the groups may reference (pickled as its name)."""
@@ -202,19 +204,29 @@ class NvmSpace:
         this round (not for ``fresh`` bytes, free at the last commit)."""
         if count <= 0:
             return
-        step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
-        lo = self.offset_of(view) + first * step
+        g = self._geom.get(id(view))
+        if g is not None and g[0] is view:   # a table (the usual case): geometry known since seal
+            step = g[2]
+            lo = g[1] + first * step
+        else:
+            step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
+            lo = self.offset_of(view) + first * step
         self.touch_bytes(lo, count * step, fresh)
 
     def touch_bytes(self, lo: int, nbytes: int, fresh: bool = False) -> None:
-        hi = lo + nbytes
         if not fresh:
             touched = self._touched
-            for block in range(lo // BLOCK_BYTES, (hi - 1) // BLOCK_BYTES + 1):
-                if block in touched:
-                    continue
-                touched.add(block)
-                self._log_undo(block)
+            first, last = lo // BLOCK_BYTES, (lo + nbytes - 1) // BLOCK_BYTES
+            if first == last:   # most writes: one block
+                if first not in touched:
+                    touched.add(first)
+                    self._log_undo(first)
+            else:
+                for block in range(first, last + 1):
+                    if block in touched:
+                        continue
+                    touched.add(block)
+                    self._log_undo(block)
         self.bytes_written += nbytes
         if self.on_write is not None:
             self.on_write("table", lo, nbytes)
