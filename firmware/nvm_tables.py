@@ -479,6 +479,10 @@ class SegmentPool:
         self.used = self.space.arr(f"{self.name}.used")
         self.link = self.space.arr(f"{self.name}.link")
         self.data = self.space.arr(f"{self.name}.data")
+        #: where the three tables start in the NVM (``touch_bytes`` of one item, as ``touch`` computes it)
+        self._used_off = self.space.offset_of(self.used)
+        self._link_off = self.space.offset_of(self.link)
+        self._data_off = self.space.offset_of(self.data)
         self.reload()
 
     def reload(self) -> None:
@@ -499,17 +503,19 @@ class SegmentPool:
         n = self.segments_for(len(data))
         if len(self.free) < n:
             raise NvmFull(f"NVM pool {self.name} full ({self.segs} segments of {self.seg_bytes} bytes)")
-        segs = [self.free.pop() for _ in range(n)]
+        free, sb, touch_bytes = self.free, self.seg_bytes, self.space.touch_bytes
+        segs = [free.pop() for _ in range(n)]
         mv = memoryview(data)
+        link_step = self.link.itemsize
         for k, s in enumerate(segs):
-            chunk = mv[k * self.seg_bytes:(k + 1) * self.seg_bytes]
+            chunk = mv[k * sb:(k + 1) * sb]
             fresh = s not in self.freed_round
-            self.space.touch_bytes(self.space.offset_of(self.data) + s * self.seg_bytes, len(chunk), fresh)
+            touch_bytes(self._data_off + s * sb, len(chunk), fresh)
             self.data[s, :len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-            self.space.touch(self.link, s, 1, fresh=fresh)
+            touch_bytes(self._link_off + s * link_step, link_step, fresh)   # touch(self.link, s, 1, fresh)
             self.link[s] = segs[k + 1] if k + 1 < n else -1
         for s in segs:
-            self.space.touch(self.used, s)
+            touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 1
         return segs[0]
 
@@ -525,7 +531,7 @@ class SegmentPool:
     def release(self, first: int) -> None:
         s = first
         while s >= 0:
-            self.space.touch(self.used, s)
+            self.space.touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 0
             self.freed_round.add(s)
             self.free.append(s)
@@ -567,7 +573,14 @@ class BlobMap:
         self.rec = self.space.arr(self.name)
         self.reload()
 
+    def _fields(self) -> None:
+        """Views of the record table's columns, made once (each ``rec[name]`` makes a new view)."""
+        rec = self.rec
+        self._f_used, self._f_k0, self._f_k1 = rec["used"], rec["k0"], rec["k1"]
+        self._f_order, self._f_seg, self._f_nbytes = rec["order"], rec["seg"], rec["nbytes"]
+
     def reload(self) -> None:
+        self._fields()
         used = np.flatnonzero(self.rec["used"])
         order = self.rec["order"][used]
         self.index: dict = {}
@@ -583,7 +596,8 @@ class BlobMap:
         """Pickled with the firmware's groups: the layout only (the records are
         an NVM table, the index is rebuilt from them)."""
         state = dict(self.__dict__)
-        for k in ("index", "values", "free", "next_order"):
+        for k in ("index", "values", "free", "next_order", "_f_used", "_f_k0", "_f_k1", "_f_order", "_f_seg",
+                  "_f_nbytes"):
             state.pop(k, None)
         state["rec"] = self.space.name_of(self.rec)
         return state
@@ -616,8 +630,7 @@ class BlobMap:
         if key in self.values:
             return self.values[key]
         slot = self.index[key]
-        r = self.rec[slot]
-        value = self.loads(self.pool.get(int(r["seg"]), int(r["nbytes"])))
+        value = self.loads(self.pool.get(int(self._f_seg[slot]), int(self._f_nbytes[slot])))
         self.values[key] = value
         return value
 
@@ -632,27 +645,27 @@ class BlobMap:
         k0, k1 = self.encode_key(key)
         if key in self.index:
             slot = self.index[key]
-            self.pool.release(int(self.rec["seg"][slot]))
+            self.pool.release(int(self._f_seg[slot]))
         else:
             if not self.free:
                 raise NvmFull(f"NVM table {self.name} full ({self.capacity} records)")
             slot = self.free.pop()
             self.index[key] = slot
             self.space.touch(self.rec, slot)
-            self.rec["order"][slot] = self.next_order
+            self._f_order[slot] = self.next_order
             self.next_order += 1
-            self.rec["k0"][slot], self.rec["k1"][slot] = k0, k1
+            self._f_k0[slot], self._f_k1[slot] = k0, k1
         seg = self.pool.put(raw)
         self.space.touch(self.rec, slot)
-        self.rec["seg"][slot], self.rec["nbytes"][slot], self.rec["used"][slot] = seg, len(raw), 1
+        self._f_seg[slot], self._f_nbytes[slot], self._f_used[slot] = seg, len(raw), 1
         self.values[key] = value
 
     def __delitem__(self, key) -> None:
         slot = self.index.pop(key)
         self.values.pop(key, None)
-        self.pool.release(int(self.rec["seg"][slot]))
+        self.pool.release(int(self._f_seg[slot]))
         self.space.touch(self.rec, slot)
-        self.rec["used"][slot] = 0
+        self._f_used[slot] = 0
         self.free.append(slot)
 
     def pop(self, key, *default):

@@ -98,7 +98,9 @@ class Link(Actor):
 
     def on_message(self, src, kind, body):
         site = src.split(".")[0]
-        if kind != "xfer" or site not in self.free_at_ns or body_problem(body, {"kind": (str,)}) is not None:
+        # body_problem(body, {"kind": (str,)}) is None, without the call
+        if (kind != "xfer" or site not in self.free_at_ns or not isinstance(body, dict)
+                or not isinstance(body.get("kind"), str)):
             self.dropped += 1
             return
         if not self.up:
@@ -106,15 +108,16 @@ class Link(Actor):
             return
         nbytes = message_bytes(body)
         wire_ns = self.params["overhead"] + self.slow * (nbytes * 8 * 1_000_000_000) // self.bandwidth_bps
-        start = max(self.now_ns, self.free_at_ns[site])
-        depart = start + wire_ns
+        now = self.now_ns
+        free = self.free_at_ns[site]
+        depart = (now if now > free else free) + wire_ns
         self.free_at_ns[site] = depart
         self.busy_ns[site] += wire_ns
         self.bytes_sent[site] += nbytes
         self.commands += 1
         far = self._far(site)
         self.send(f"{far}.dkc", "peer", {"from": site, "epoch": self.epoch, "msg": body},
-                  delay_ns=depart - self.now_ns + self.extra_latency_ns)
+                  delay_ns=depart - now + self.extra_latency_ns)
 
     def on_control(self, command):
         cmd = command.get("cmd")

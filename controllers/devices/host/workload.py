@@ -302,6 +302,10 @@ class Workload:
         self._zipf = ZipfSampler(self.total_blocks, self.spec.zipf_theta)
         self._mult = _coprime_multiplier(self.total_blocks)
         self._cursor = 0
+        #: the spec's derived figures, computed once (the spec is frozen; next_io runs per I/O)
+        self._read_fraction = self.spec.read_fraction
+        self._random = self.spec.random
+        self._bs_sectors = self.spec.bs_sectors
 
     @classmethod
     def from_string(cls, text: str, ldev_sectors) -> "Workload":
@@ -314,17 +318,20 @@ class Workload:
     def _block_to_place(self, block: int) -> tuple[int, int]:
         firsts = self._first_block_list
         i = bisect.bisect_right(firsts, block) - 1   # np.searchsorted(side="right") on the same values
-        return self.spec.ldevs[i], int(block - firsts[i]) * self.spec.bs_sectors
+        return self.spec.ldevs[i], int(block - firsts[i]) * self._bs_sectors
 
     def next_io(self, rng: np.random.Generator) -> tuple[str, int, int, int]:
         """Next ``(op, ldev, lba, sectors)``."""
-        frac = self.spec.read_fraction
+        frac = self._read_fraction
         op = "read" if frac >= 1.0 else "write" if frac <= 0.0 else ("read" if rng.random() < frac else "write")
-        if self.spec.random:
-            rank = self._zipf.sample(rng)
-            block = rank if self.spec.zipf_theta == 0.0 else (rank * self._mult) % self.total_blocks
+        if self._random:
+            zipf = self._zipf
+            if zipf.theta == 0.0:   # uniform: ZipfSampler.sample's first case, without the call
+                block = int(rng.integers(zipf.n))
+            else:
+                block = (zipf.sample(rng) * self._mult) % self.total_blocks
         else:
             block = self._cursor
             self._cursor = (self._cursor + 1) % self.total_blocks
         ldev, lba = self._block_to_place(block)
-        return op, ldev, lba, self.spec.bs_sectors
+        return op, ldev, lba, self._bs_sectors
