@@ -64,6 +64,9 @@ INTENT_CAP = 4096
 FORMAT_BYTES = 1 << 20
 
 
+#: a group passed to ``NvmSpace.commit`` as this is the same as at the last commit (not pickled again)
+UNCHANGED = object()
+
 #: the spaces being opened (``_unpickle``): what a pickled space or pool refers to
 _LOADING: list = []
 
@@ -306,9 +309,10 @@ class NvmSpace:
 
     def commit(self, groups: dict[str, dict]) -> int:
         """End of a round: write the groups that changed, then the header
-        (the commit point). Returns the NVM bytes this round wrote (0 when
-        nothing changed)."""
-        blobs = {g: self._pickle(groups[g]) for g in GROUPS}
+        (the commit point). A group given as ``UNCHANGED`` is the caller's
+        word that it is what the last commit wrote: it is not pickled again.
+        Returns the NVM bytes this round wrote (0 when nothing changed)."""
+        blobs = {g: self.group_blobs[g] if groups[g] is UNCHANGED else self._pickle(groups[g]) for g in GROUPS}
         changed = [g for g in GROUPS if blobs[g] != self.group_blobs[g]]
         if not changed and not self._touched and self.bytes_written == 0:
             return 0

@@ -273,7 +273,7 @@ class Dkc(Actor):
         try:
             handler(self, src, body)
         except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
-            self.fw.double_faults.append({"where": kind, "error": str(exc)})
+            self.fw.note_double_fault(kind, str(exc))
             self.trace("dkc.data_loss", kind=kind, error=str(exc))
 
     def on_io(self, src, body):
@@ -430,7 +430,7 @@ class Dkc(Actor):
         try:
             self._on_timer(name, data)
         except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
-            self.fw.double_faults.append({"where": name, "error": str(exc)})
+            self.fw.note_double_fault(name, str(exc))
             self.trace("dkc.data_loss", timer=name, error=str(exc))
 
     def _on_timer(self, name, data):
