@@ -500,7 +500,7 @@ class DkcFirmware:
         try:
             dispatch_peer(self, now_ns, from_site, msg)
         finally:
-            if not self._peer_changes_only_hot(msg):
+            if self.lost or self.rsession is not None:   # it did not stay on the mirror path after all
                 self._cold_dirty = True
         return self._flush()
 
