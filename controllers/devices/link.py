@@ -12,7 +12,6 @@ which drop deliveries from an older epoch (what was on the wire is lost).
 from __future__ import annotations
 
 from emu.actor import Actor, Promise
-from emu.wire import body_problem
 from emu.params import Param
 
 HEADER_BYTES = 64  # per command: frame header on the wire (assumption, stated)

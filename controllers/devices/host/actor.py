@@ -18,7 +18,6 @@ from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.formats.writelog import COMPLETE_NS
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
-from emu.wire import body_problem
 from emu.params import Param
 from firmware.protocol import SECTOR_BYTES
 
