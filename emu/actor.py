@@ -206,17 +206,16 @@ class ActorHost:
     # -- called by the actor ------------------------------------------------
     def send(self, dst: str, kind: str, body: Any, delay_ns: int) -> None:
         d = self.index_of.get(dst)
-        if d is None or d not in self.latency_ns:
+        latency = self.latency_ns.get(d)   # None: no such actor, or no link to it
+        if latency is None:
             raise RuntimeError(f"{self.actor.name}: no link to {dst!r}: link invariant violated")
         if delay_ns < 0:
             raise ValueError(f"negative delay {delay_ns}")
-        if self.in_event:
-            at = self.now_ns + delay_ns
-            if at < self.react_floor_ns or delay_ns < self.min_delay[d] or at < self.floor_abs[d]:
-                raise RuntimeError(self._broken(f"send {kind!r} to {dst!r} with delay {delay_ns} ns"))
+        at = self.now_ns + delay_ns
+        if self.in_event and (at < self.react_floor_ns or delay_ns < self.min_delay[d] or at < self.floor_abs[d]):
+            raise RuntimeError(self._broken(f"send {kind!r} to {dst!r} with delay {delay_ns} ns"))
         self.seq += 1
-        self.outbox.append((self.now_ns + delay_ns + self.latency_ns[d], self.index, self.seq,
-                            d, kind, body))
+        self.outbox.append((at + latency, self.index, self.seq, d, kind, body))
 
     def set_timer(self, name: str, delay_ns: int, data: Any) -> None:
         if delay_ns < 0:

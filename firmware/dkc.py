@@ -9,6 +9,8 @@ Peer message kinds (dicts with a "kind" key) are `firmware.protocol.MsgKind`.
 """
 from __future__ import annotations
 
+import functools
+import os
 import pickle
 
 import numpy as np
@@ -25,7 +27,7 @@ from firmware.fig07_bitmap import DiffBitmap
 from firmware.fig10_11_save_area import NODE_DTYPE as SAVED_DTYPE
 from firmware.fig10_11_save_area import SavedDataQueue
 from firmware.lost_tracks import LostTracks
-from firmware.nvm_tables import (BlobMap, IntRecords, NvmFull, NvmLayoutError, NvmSpace, SegmentPool, int_key,
+from firmware.nvm_tables import (UNCHANGED, BlobMap, IntRecords, NvmFull, NvmLayoutError, NvmSpace, SegmentPool, int_key,
                                  int_key_back, pair_key, pair_key_back)
 from firmware.store import SaveMedia, TrackStore
 from firmware.fig12_13_time_series import META_DTYPE as TSQ_META_DTYPE
@@ -46,10 +48,21 @@ DEFAULTS = {"cache_save_threshold_tracks": 8, "keep_raid5": False, "spares_usabl
             #: room for each pickled group of the small state (two slots each)
             "nvm_group_bytes": 4 << 20}
 
-_VOLATILE = ("store", "save_media", "_out", "nvm", "host_state")
+_VOLATILE = ("store", "save_media", "_out", "nvm", "host_state", "_cold_dirty", "_cold_hold")
+#: tests set this: a commit that skips the cold group (nothing marked it changed)
+#: pickles it anyway and fails loudly if it did change (``DkcFirmware.commit``)
+CHECK_COLD_CLEAN = os.environ.get("EMU_NVM_CHECK_CLEAN", "") not in ("", "0")
 #: state written every round under load (small); the rest changes with commands and copies
 _HOT = ("next_seq", "seq_base", "host_waits", "expect_seq", "reorder", "link_up")
 SEGMENT_BYTES = 4096
+
+
+def _changes_cold(method):
+    """An entry point that may change the cold group (``DkcFirmware._in_cold``)."""
+    @functools.wraps(method)
+    def marked(self, *args, **kwargs):
+        return self._in_cold(method, self, *args, **kwargs)
+    return marked
 
 
 class DkcFirmware:
@@ -90,6 +103,10 @@ class DkcFirmware:
         self._out: list = []
         #: the DKC actor's own state beside the firmware's (RAID, disks), kept in the same commit
         self.host_state: dict = {}
+        #: the cold group may differ from its last commit (volatile; see ``commit``)
+        self._cold_dirty = True
+        #: entry points running that may change the cold group (``_in_cold``)
+        self._cold_hold = 0
         if _shape is None:
             self.nvm.write_format(pickle.dumps(shape, protocol=pickle.HIGHEST_PROTOCOL))
             self.commit()
@@ -181,6 +198,7 @@ class DkcFirmware:
         spt = self.sectors_per_track
         self.nvm.log_intent(ldev, lba // spt, (lba + sectors - 1) // spt)
 
+    @_changes_cold
     def after_restart(self, now_ns: int) -> list:
         """A restarted DKC, its media attached: the host writes killed between
         their media write and their round's commit (``media_write_ahead``)
@@ -198,12 +216,44 @@ class DkcFirmware:
     def commit(self, host_state: dict | None = None) -> int:
         """The end of a scheduler round: the commit point of the NVM (see
         ``firmware.nvm_tables``), with the actor's ``host_state`` when given;
-        returns the bytes written into the NVM since the last commit."""
+        returns the bytes written into the NVM since the last commit.
+
+        The cold group (pairs, sessions, queues' objects, settings) is
+        pickled only when something since the last commit may have changed
+        it (``_cold_dirty``): under a mirrored load a round's events are host
+        I/Os and mirror writes, which change only the hot group and the
+        tables, so a round costs O(what changed), not a pickle of every pair."""
         if host_state is not None:
             self.host_state = host_state
         state = {k: v for k, v in self.__dict__.items() if k not in _VOLATILE}
         hot = {k: state.pop(k) for k in _HOT}
-        return self.nvm.commit({"hot": hot, "cold": state, "host": {"state": self.host_state}})
+        cold = state
+        if not self._cold_dirty:
+            if CHECK_COLD_CLEAN and self.nvm._pickle(state) != self.nvm.group_blobs["cold"]:
+                raise RuntimeError(f"{self.site}: the cold group changed on a path that said it would not: "
+                                   "cold-dirty invariant violated")
+            cold = UNCHANGED
+        written = self.nvm.commit({"hot": hot, "cold": cold, "host": {"state": self.host_state}})
+        # a commit in the middle of a step that may change the cold group
+        # (nvm_barrier) leaves it marked: what the step does next is pickled too
+        self._cold_dirty = self._cold_hold > 0
+        return written
+
+    def _in_cold(self, fn, *args, **kwargs):
+        """Run ``fn``, a step that may change the cold group: it stays marked
+        changed from before it starts until the first commit after it ends."""
+        self._cold_dirty = True
+        self._cold_hold += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._cold_hold -= 1
+            self._cold_dirty = True
+
+    @_changes_cold
+    def note_double_fault(self, where: str, error: str) -> None:
+        """The DKC actor reports a double fault its handler caught (kept in the NVM)."""
+        self.double_faults.append({"where": where, "error": error})
 
     # ------------------------------------------------------------ helpers
     @property
@@ -232,16 +282,19 @@ class DkcFirmware:
     def copy_read(self, sid: int, pair: str, ldev: int, track: int) -> None:
         self._out.append(CopyRead(sid, pair, ldev, track))
 
+    @_changes_cold
     def copy_read_done(self, now_ns: int, sid: int, pair: str, track: int) -> list:
         """The DKC finished timing the ``CopyRead`` of this track."""
         RM.copy_read_done(self, now_ns, sid, pair, track)
         return self._flush()
 
+    @_changes_cold
     def restore_done(self, now_ns: int, sid: int, tag: int) -> list:
         """The DKC read the saved copy of ``RestoreIo`` ``tag`` of copy ``sid``."""
         RR.restore_io_done(self, now_ns, sid, tag)
         return self._flush()
 
+    @_changes_cold
     def save_place_lost(self, row_id: int, why: str) -> list:
         """A save row lost its redundancy (a disk of its group, or the spare, failed)."""
         RR.withdraw_save_place(self, row_id, why)
@@ -270,9 +323,12 @@ class DkcFirmware:
 
     def track_rewritten(self, ldev: int, track: int) -> None:
         """A whole-track write gave ``track`` a right image again."""
-        if self.lost and self.lost.clear(ldev, track):
-            self.trace(None, "lost_track_rewritten", ldev=ldev, track=track)
+        if self.lost:
+            self._cold_dirty = True
+            if self.lost.clear(ldev, track):
+                self.trace(None, "lost_track_rewritten", ldev=ldev, track=track)
 
+    @_changes_cold
     def mark_lost(self, ldev: int, track: int, why: str) -> None:
         """No right image of this track exists any more: reads fail until it is rewritten."""
         self.lost.mark(ldev, track, why)
@@ -367,6 +423,7 @@ class DkcFirmware:
         shape = pickle.loads(blob)
         fw = cls.__new__(cls)
         fw.site, fw.store, fw.save_media, fw._out = shape["site"], store, save_media, []
+        fw._cold_dirty, fw._cold_hold = True, 0
         fw.params = {**DEFAULTS, **{k: v for k, v in shape["params"].items() if k != "pairs"}}
         fw.nvm = fw._lay_out(buf, shape)
         groups = fw.nvm.open()
@@ -396,9 +453,23 @@ class DkcFirmware:
         return armed
 
     # ------------------------------------------------------------ events
+    def _mirrors_only(self, ldev: int) -> bool:
+        """A host write to ``ldev`` changes only the hot group and the tables:
+        every pair it masters there is in PAIR (mirror: a bit of the sent
+        map, a sequence number, a mirror write in flight, a host wait) and
+        no track is marked lost."""
+        return not self.lost and all(p.state == P.PAIR for p in self.pairs.by_master_ldev(self.site, ldev))
+
     def host_write(self, now_ns: int, req_id, ldev: int, lba: int, sectors: int,
                    data: bytes) -> list:
-        mirror.do_host_write(self, now_ns, req_id, ldev, lba, sectors, data)
+        if not self._mirrors_only(ldev):
+            self._in_cold(mirror.do_host_write, self, now_ns, req_id, ldev, lba, sectors, data)
+            return self._flush()
+        try:
+            mirror.do_host_write(self, now_ns, req_id, ldev, lba, sectors, data)
+        finally:
+            if not self._mirrors_only(ldev):   # it did not stay on the mirror path after all
+                self._cold_dirty = True
         return self._flush()
 
     def host_read(self, now_ns: int, req_id, ldev: int, lba: int, sectors: int) -> list:
@@ -411,10 +482,29 @@ class DkcFirmware:
             self._out.append(HostDone(req_id, True, None, data))
         return self._flush()
 
+    def _peer_changes_only_hot(self, msg) -> bool:
+        """A mirror write outside a recovery copy, and a good acknowledgement
+        of one, change only the hot group (sequence numbers, the reorder
+        buffer, host waits) and the tables; anything else may change the cold one."""
+        if self.lost or not isinstance(msg, dict):
+            return False
+        kind = msg.get("kind")
+        if kind == MsgKind.RC_WRITE.value:
+            return self.rsession is None
+        return kind == MsgKind.RC_WRITE_ACK.value and bool(msg.get("ok"))
+
     def peer_message(self, now_ns: int, from_site: str, msg: dict) -> list:
-        dispatch_peer(self, now_ns, from_site, msg)
+        if not self._peer_changes_only_hot(msg):
+            self._in_cold(dispatch_peer, self, now_ns, from_site, msg)
+            return self._flush()
+        try:
+            dispatch_peer(self, now_ns, from_site, msg)
+        finally:
+            if self.lost or self.rsession is not None:   # it did not stay on the mirror path after all
+                self._cold_dirty = True
         return self._flush()
 
+    @_changes_cold
     def timer(self, now_ns: int, name: str) -> list:
         kind, _, sid = name.partition(":")
         if kind == "rc_watchdog" and self.rsession is not None and str(self.rsession.sid) == sid:
@@ -426,6 +516,7 @@ class DkcFirmware:
             RM.abort(self, session, list(session.pair_names), reason="deadline passed")
         return self._flush()
 
+    @_changes_cold
     def command(self, now_ns: int, cmd: Request | dict) -> tuple[dict, list]:
         """A console request (typed, or its wire dict); a ValueError leaves the state as it was."""
         req = request_from_wire(cmd) if isinstance(cmd, dict) else cmd

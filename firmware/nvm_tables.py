@@ -64,6 +64,9 @@ INTENT_CAP = 4096
 FORMAT_BYTES = 1 << 20
 
 
+#: a group passed to ``NvmSpace.commit`` as this is the same as at the last commit (not pickled again)
+UNCHANGED = object()
+
 #: the spaces being opened (``_unpickle``): what a pickled space or pool refers to
 _LOADING: list = []
 
@@ -111,7 +114,7 @@ class NvmSpace:
         self.buf = buf
         self.group_bytes = group_bytes
         self._arrays: dict[str, np.ndarray] = {}
-        self._offsets: dict[int, int] = {}
+        self._geom: dict[int, tuple[np.ndarray, int, int]] = {}
         self._array_ids: dict[int, str] = {}
         self._objects: dict[str, object] = {}
         self._object_ids: dict[int, str] = {}
@@ -175,17 +178,19 @@ class NvmSpace:
             view = self.buf[o:o + nbytes].view(dt).reshape(shape)
             self._arrays[name] = view
             self._array_ids[id(view)] = name
-            self._offsets[id(view)] = o
+            #: per table: the view, its offset and the bytes of one item (``touch``)
+            step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
+            self._geom[id(view)] = (view, o, step)
         self.sealed = True
 
     def arr(self, name: str) -> np.ndarray:
         return self._arrays[name]
 
     def offset_of(self, view: np.ndarray) -> int:
-        off = self._offsets.get(id(view))
-        if off is None or self._arrays.get(self._array_ids.get(id(view))) is not view:
-            off = view.__array_interface__["data"][0] - self.buf.__array_interface__["data"][0]
-        return off
+        g = self._geom.get(id(view))
+        if g is not None and g[0] is view:   # a table: its offset is known
+            return g[1]
+        return view.__array_interface__["data"][0] - self.buf.__array_interface__["data"][0]
 
     def register(self, name: str, obj: object) -> None:
         """A table object the groups may reference (pickled as its name)."""
@@ -202,19 +207,29 @@ class NvmSpace:
         this round (not for ``fresh`` bytes, free at the last commit)."""
         if count <= 0:
             return
-        step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
-        lo = self.offset_of(view) + first * step
+        g = self._geom.get(id(view))
+        if g is not None and g[0] is view:   # a table (the usual case): geometry known since seal
+            step = g[2]
+            lo = g[1] + first * step
+        else:
+            step = view.itemsize * (int(np.prod(view.shape[1:])) if view.ndim > 1 else 1)
+            lo = self.offset_of(view) + first * step
         self.touch_bytes(lo, count * step, fresh)
 
     def touch_bytes(self, lo: int, nbytes: int, fresh: bool = False) -> None:
-        hi = lo + nbytes
         if not fresh:
             touched = self._touched
-            for block in range(lo // BLOCK_BYTES, (hi - 1) // BLOCK_BYTES + 1):
-                if block in touched:
-                    continue
-                touched.add(block)
-                self._log_undo(block)
+            first, last = lo // BLOCK_BYTES, (lo + nbytes - 1) // BLOCK_BYTES
+            if first == last:   # most writes: one block
+                if first not in touched:
+                    touched.add(first)
+                    self._log_undo(first)
+            else:
+                for block in range(first, last + 1):
+                    if block in touched:
+                        continue
+                    touched.add(block)
+                    self._log_undo(block)
         self.bytes_written += nbytes
         if self.on_write is not None:
             self.on_write("table", lo, nbytes)
@@ -294,9 +309,10 @@ class NvmSpace:
 
     def commit(self, groups: dict[str, dict]) -> int:
         """End of a round: write the groups that changed, then the header
-        (the commit point). Returns the NVM bytes this round wrote (0 when
-        nothing changed)."""
-        blobs = {g: self._pickle(groups[g]) for g in GROUPS}
+        (the commit point). A group given as ``UNCHANGED`` is the caller's
+        word that it is what the last commit wrote: it is not pickled again.
+        Returns the NVM bytes this round wrote (0 when nothing changed)."""
+        blobs = {g: self.group_blobs[g] if groups[g] is UNCHANGED else self._pickle(groups[g]) for g in GROUPS}
         changed = [g for g in GROUPS if blobs[g] != self.group_blobs[g]]
         if not changed and not self._touched and self.bytes_written == 0:
             return 0
@@ -467,6 +483,10 @@ class SegmentPool:
         self.used = self.space.arr(f"{self.name}.used")
         self.link = self.space.arr(f"{self.name}.link")
         self.data = self.space.arr(f"{self.name}.data")
+        #: where the three tables start in the NVM (``touch_bytes`` of one item, as ``touch`` computes it)
+        self._used_off = self.space.offset_of(self.used)
+        self._link_off = self.space.offset_of(self.link)
+        self._data_off = self.space.offset_of(self.data)
         self.reload()
 
     def reload(self) -> None:
@@ -487,17 +507,19 @@ class SegmentPool:
         n = self.segments_for(len(data))
         if len(self.free) < n:
             raise NvmFull(f"NVM pool {self.name} full ({self.segs} segments of {self.seg_bytes} bytes)")
-        segs = [self.free.pop() for _ in range(n)]
+        free, sb, touch_bytes = self.free, self.seg_bytes, self.space.touch_bytes
+        segs = [free.pop() for _ in range(n)]
         mv = memoryview(data)
+        link_step = self.link.itemsize
         for k, s in enumerate(segs):
-            chunk = mv[k * self.seg_bytes:(k + 1) * self.seg_bytes]
+            chunk = mv[k * sb:(k + 1) * sb]
             fresh = s not in self.freed_round
-            self.space.touch_bytes(self.space.offset_of(self.data) + s * self.seg_bytes, len(chunk), fresh)
+            touch_bytes(self._data_off + s * sb, len(chunk), fresh)
             self.data[s, :len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-            self.space.touch(self.link, s, 1, fresh=fresh)
+            touch_bytes(self._link_off + s * link_step, link_step, fresh)   # touch(self.link, s, 1, fresh)
             self.link[s] = segs[k + 1] if k + 1 < n else -1
         for s in segs:
-            self.space.touch(self.used, s)
+            touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 1
         return segs[0]
 
@@ -513,7 +535,7 @@ class SegmentPool:
     def release(self, first: int) -> None:
         s = first
         while s >= 0:
-            self.space.touch(self.used, s)
+            self.space.touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 0
             self.freed_round.add(s)
             self.free.append(s)
@@ -555,7 +577,14 @@ class BlobMap:
         self.rec = self.space.arr(self.name)
         self.reload()
 
+    def _fields(self) -> None:
+        """Views of the record table's columns, made once (each ``rec[name]`` makes a new view)."""
+        rec = self.rec
+        self._f_used, self._f_k0, self._f_k1 = rec["used"], rec["k0"], rec["k1"]
+        self._f_order, self._f_seg, self._f_nbytes = rec["order"], rec["seg"], rec["nbytes"]
+
     def reload(self) -> None:
+        self._fields()
         used = np.flatnonzero(self.rec["used"])
         order = self.rec["order"][used]
         self.index: dict = {}
@@ -571,7 +600,8 @@ class BlobMap:
         """Pickled with the firmware's groups: the layout only (the records are
         an NVM table, the index is rebuilt from them)."""
         state = dict(self.__dict__)
-        for k in ("index", "values", "free", "next_order"):
+        for k in ("index", "values", "free", "next_order", "_f_used", "_f_k0", "_f_k1", "_f_order", "_f_seg",
+                  "_f_nbytes"):
             state.pop(k, None)
         state["rec"] = self.space.name_of(self.rec)
         return state
@@ -604,8 +634,7 @@ class BlobMap:
         if key in self.values:
             return self.values[key]
         slot = self.index[key]
-        r = self.rec[slot]
-        value = self.loads(self.pool.get(int(r["seg"]), int(r["nbytes"])))
+        value = self.loads(self.pool.get(int(self._f_seg[slot]), int(self._f_nbytes[slot])))
         self.values[key] = value
         return value
 
@@ -620,27 +649,27 @@ class BlobMap:
         k0, k1 = self.encode_key(key)
         if key in self.index:
             slot = self.index[key]
-            self.pool.release(int(self.rec["seg"][slot]))
+            self.pool.release(int(self._f_seg[slot]))
         else:
             if not self.free:
                 raise NvmFull(f"NVM table {self.name} full ({self.capacity} records)")
             slot = self.free.pop()
             self.index[key] = slot
             self.space.touch(self.rec, slot)
-            self.rec["order"][slot] = self.next_order
+            self._f_order[slot] = self.next_order
             self.next_order += 1
-            self.rec["k0"][slot], self.rec["k1"][slot] = k0, k1
+            self._f_k0[slot], self._f_k1[slot] = k0, k1
         seg = self.pool.put(raw)
         self.space.touch(self.rec, slot)
-        self.rec["seg"][slot], self.rec["nbytes"][slot], self.rec["used"][slot] = seg, len(raw), 1
+        self._f_seg[slot], self._f_nbytes[slot], self._f_used[slot] = seg, len(raw), 1
         self.values[key] = value
 
     def __delitem__(self, key) -> None:
         slot = self.index.pop(key)
         self.values.pop(key, None)
-        self.pool.release(int(self.rec["seg"][slot]))
+        self.pool.release(int(self._f_seg[slot]))
         self.space.touch(self.rec, slot)
-        self.rec["used"][slot] = 0
+        self._f_used[slot] = 0
         self.free.append(slot)
 
     def pop(self, key, *default):

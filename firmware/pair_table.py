@@ -76,10 +76,31 @@ class PairTable:
         return found
 
     def by_master_ldev(self, site: str, ldev: int) -> list[Pair]:
-        return [p for _, p in sorted(self.pairs.items()) if p.m_site == site and p.m_ldev == ldev]
+        """The pairs ``site`` masters on ``ldev``, by name (asked on every host
+        write: looked up in an index of the table, which pairs never leave
+        and whose ends never move)."""
+        return list(self._index()[0].get((site, ldev), ()))
 
     def by_remote_ldev(self, site: str, ldev: int) -> list[Pair]:
-        return [p for _, p in sorted(self.pairs.items()) if p.r_site == site and p.r_ldev == ldev]
+        return list(self._index()[1].get((site, ldev), ()))
+
+    def _index(self) -> tuple[dict, dict]:
+        """(master end, remote end) -> pairs sorted by name; rebuilt when the
+        table's membership changed (volatile: not pickled)."""
+        idx = self.__dict__.get("_ends")
+        if idx is None or idx[0] != len(self.pairs):
+            by_m: dict = {}
+            by_r: dict = {}
+            for _, p in sorted(self.pairs.items()):
+                by_m.setdefault((p.m_site, p.m_ldev), []).append(p)
+                by_r.setdefault((p.r_site, p.r_ldev), []).append(p)
+            idx = self.__dict__["_ends"] = (len(self.pairs), by_m, by_r)
+        return idx[1], idx[2]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_ends", None)   # the index is rebuilt from the pairs
+        return state
 
     def in_group(self, group: str) -> list[Pair]:
         return [p for _, p in sorted(self.pairs.items()) if p.group == group]

@@ -140,8 +140,10 @@ class CopyRead:
 # -- the wire boundary: what each peer message must carry ---------------------------------
 _SEQ = (list, tuple)
 _BYTES = (bytes, bytearray, memoryview)
-_INT = (numbers.Integral,)                    # numpy integers too (track numbers come from bitmaps)
-_BOOL = (bool, numbers.Integral, np.bool_)
+#: numpy integers too (track numbers come from bitmaps); ``int`` first, so
+#: an exact int is accepted without the ABC's slower check
+_INT = (int, numbers.Integral)
+_BOOL = (bool, int, numbers.Integral, np.bool_)
 #: required fields of each message kind and their types; a message that does
 #: not match is malformed input from a peer (counted and dropped), so a
 #: handler may index its fields without guarding against a bad peer
@@ -181,6 +183,12 @@ class MalformedMessage(ValueError):
     """A peer message that breaks the protocol (foreign input, not our bug)."""
 
 
+def _type_names(types: tuple) -> str:
+    """The declared types of a field, as an error names them (the fast-path
+    ``int`` beside ``numbers.Integral`` is not a type of its own)."""
+    return "/".join(t.__name__ for t in types if not (t is int and numbers.Integral in types))
+
+
 def check_peer_message(msg: dict) -> int:
     """Raise MalformedMessage unless ``msg`` has its kind's fields with the
     right types; return the number of track-data bytes it carries."""
@@ -190,7 +198,7 @@ def check_peer_message(msg: dict) -> int:
         raise MalformedMessage(f"unknown message kind {kind!r}")
     for name, types in fields.items():
         if not isinstance(msg.get(name), types):
-            raise MalformedMessage(f"{kind}: field {name!r} missing or not {'/'.join(t.__name__ for t in types)}")
+            raise MalformedMessage(f"{kind}: field {name!r} missing or not {_type_names(types)}")
     nbytes = len(msg.get("data") or b"")
     shape = PIECE_FIELDS.get(kind)
     if shape is None:

@@ -133,25 +133,36 @@ def _stamp_kernel(words, head, lba0, wid) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _sector_id(words, s, ldev, lba) -> np.int64:
+    """Sector ``s`` (at ``lba`` of ``ldev``): its write id, 0 unwritten, -1 corrupt
+    (the rules of ``scan_image``)."""
+    if (words[s, 0] & np.uint64(0xFFFFFFFF)) != np.uint64(MAGIC_U32):
+        for j in range(WORDS_PER_SECTOR):
+            if words[s, j] != np.uint64(0):
+                return np.int64(-1)
+        return np.int64(0)
+    wid = words[s, 2]
+    if ((words[s, 0] >> np.uint64(32)) != ldev or words[s, 1] != lba or wid < np.uint64(1)
+            or wid > np.uint64(MAX_WRITE_ID) or not _filler_ok(words, s, wid, lba)):
+        return np.int64(-1)
+    return np.int64(wid)
+
+
+@njit(cache=True, nogil=True)
 def _read_ids_kernel(words, ldev, first_lba, out) -> None:
-    """``read_stamps`` sector by sector: the rules of ``scan_image``."""
-    low = np.uint64(0xFFFFFFFF)
-    magic = np.uint64(MAGIC_U32)
+    """``read_stamps`` sector by sector."""
     for s in range(words.shape[0]):
-        if (words[s, 0] & low) != magic:
-            out[s] = 0
-            for j in range(WORDS_PER_SECTOR):
-                if words[s, j] != np.uint64(0):
-                    out[s] = -1
-                    break
-            continue
-        lba = first_lba + np.uint64(s)
-        wid = words[s, 2]
-        if ((words[s, 0] >> np.uint64(32)) != ldev or words[s, 1] != lba or wid < np.uint64(1)
-                or wid > np.uint64(MAX_WRITE_ID) or not _filler_ok(words, s, wid, lba)):
-            out[s] = -1
-        else:
-            out[s] = np.int64(wid)
+        out[s] = _sector_id(words, s, ldev, first_lba + np.uint64(s))
+
+
+@njit(cache=True, nogil=True)
+def _count_bad_kernel(words, ldev, first_lba) -> int:
+    """``bad_stamps``: the sectors ``_read_ids_kernel`` would call corrupt."""
+    bad = 0
+    for s in range(words.shape[0]):
+        if _sector_id(words, s, ldev, first_lba + np.uint64(s)) < 0:
+            bad += 1
+    return bad
 
 
 def _as_words(image) -> np.ndarray:
@@ -261,6 +272,19 @@ def read_stamps(image, ldev: int, first_lba: int = 0) -> np.ndarray:
     return out
 
 
+def bad_stamps(image, ldev: int, first_lba: int = 0) -> int:
+    """How many sectors ``read_stamps`` would report -1 (corrupt, torn or
+    foreign): the same compiled rules, counted in the kernel, without the
+    per-sector array (a host checks every read it gets)."""
+    if ldev < 0 or first_lba < 0:
+        raise ValueError(f"ldev and first_lba must be >= 0, got {ldev}, {first_lba}")
+    if type(image) is bytes and len(image) % SECTOR_BYTES == 0:
+        words = np.frombuffer(image, dtype=_U64).reshape(-1, WORDS_PER_SECTOR)
+    else:
+        words = _as_words(image)
+    return _count_bad_kernel(words, np.uint64(ldev), np.uint64(first_lba))
+
+
 def read_stamps_reference(image, ldev: int, first_lba: int = 0) -> np.ndarray:
     """``read_stamps`` through ``scan_image`` (vectorised numpy)."""
     scan = scan_image(image, ldev, first_lba)
@@ -335,3 +359,4 @@ def warm_up() -> None:
     so that no child compiles them again."""
     data = make_payload(0, 0, 1, 1)
     read_stamps(np.frombuffer(data, dtype=np.uint8), 0, 0)
+    bad_stamps(data, 0, 0)

@@ -366,6 +366,21 @@ class RaidGroup:
         out.reshape(-1)[:] = words.view(np.uint8).reshape(-1)
         return out
 
+    def read_part(self, logical_track: int, offset_bytes: int, nbytes: int) -> bytes:
+        """``read_track(logical_track).tobytes()[offset_bytes:offset_bytes + nbytes]``,
+        without copying the whole track when its member is there (a host
+        reads a few sectors of a track)."""
+        loc = self.layout.map(logical_track)
+        if self._written is not None and not self._written[logical_track]:
+            return self.read_track(logical_track).tobytes()[offset_bytes:offset_bytes + nbytes]
+        slot = self._where(loc.data_disk, loc.stripe)
+        if slot is None:   # degraded: rebuilt from the others, as read_track does
+            return self.read_track(logical_track).tobytes()[offset_bytes:offset_bytes + nbytes]
+        tb = self.layout.track_bytes
+        lo = loc.stripe * tb + max(0, min(offset_bytes, tb))
+        hi = loc.stripe * tb + max(0, min(offset_bytes + nbytes, tb))
+        return self._slot_array(slot)[lo:max(lo, hi)].tobytes()
+
     def _reconstruct(self, stripe: int, disk: int) -> np.ndarray:
         """Content of member ``disk`` at ``stripe`` from the others (uint64 row)."""
         if self._parity_lent:
@@ -406,6 +421,36 @@ class RaidGroup:
                 kern.rmw_write(self._words[d_slot][lo:hi], self._words[p_slot][lo:hi], new[0])
             return
         self._degraded_write(loc, new, p_slot)
+
+    def write_part(self, logical_track: int, offset_bytes: int, data: np.ndarray) -> bool:
+        """A partial-track write in place, on the words it changes only:
+        D[range] = new, P[range] ^= Dold ^ new: the same bytes as
+        ``read_track``, patch, ``write_track`` (outside the range the new
+        track equals the old, so its parity does not change there). Only
+        when the track is stored (thick, or thin and written), both its data
+        and parity members are there and the range is whole words; else
+        False and nothing is written (the caller takes the whole-track path)."""
+        n = data.size
+        tb = self.layout.track_bytes
+        if offset_bytes % 8 or n % 8 or offset_bytes < 0 or offset_bytes + n > tb or self._parity_lent:
+            return False
+        if self._written is not None and not self._written[logical_track]:
+            return False
+        loc = self.layout.map(logical_track)
+        d_slot = self._where(loc.data_disk, loc.stripe)
+        p_slot = self._where(loc.parity_disk, loc.stripe)
+        if d_slot is None or p_slot is None:
+            return False
+        new = kern._u64(data)
+        if new is None:
+            new = np.empty(n // 8, np.uint64)
+            new.view(np.uint8)[:] = data
+        if self._written is not None:
+            self._touch_stripe(loc.stripe, logical_track)   # already stored: allocates nothing
+        lo = loc.stripe * self.layout.track_words + offset_bytes // 8
+        hi = lo + n // 8
+        kern.rmw_write(self._words[d_slot][lo:hi], self._words[p_slot][lo:hi], new)
+        return True
 
     def _degraded_write(self, loc: TrackLocation, new: np.ndarray, p_slot: int | None) -> None:
         """Data member missing: fold the new data into parity P = new ^ other data."""
@@ -839,12 +884,23 @@ class RaidArray:
         tracks = self._sector_span(ldev, lba, n_sectors)
         if not tracks:
             return b""
-        buf = b"".join(self.read_track(ldev, t).tobytes() for t in tracks)
-        start = lba * SECTOR_BYTES - tracks.start * self.track_bytes
-        return buf[start:start + n_sectors * SECTOR_BYTES]
+        tb = self.track_bytes
+        pos, end = lba * SECTOR_BYTES, (lba + n_sectors) * SECTOR_BYTES
+        parts = []
+        for t in tracks:   # in order: the first track that cannot be read raises, as before
+            g, lt = self.locate(ldev, t)
+            t0 = t * tb
+            lo = max(pos, t0)
+            parts.append(g.read_part(lt, lo - t0, min(end, t0 + tb) - lo))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _write_part(self, ldev: int, track: int, offset_bytes: int, data: np.ndarray) -> bool:
+        g, lt = self.locate(ldev, track)
+        return g.write_part(lt, offset_bytes, data)
 
     def write_sectors(self, ldev: int, lba: int, data) -> None:
-        """Partial write: whole 512-byte sectors from ``lba`` (track read-patch-write)."""
+        """Partial write: whole 512-byte sectors from ``lba`` (in place on the
+        words it changes, else track read-patch-write)."""
         raw = np.frombuffer(memoryview(data).cast("B"), np.uint8)
         if raw.size % SECTOR_BYTES:
             raise ValueError(f"sector data: {raw.size} bytes is not a multiple of {SECTOR_BYTES}")
@@ -856,6 +912,8 @@ class RaidArray:
             lo, hi = max(pos, t0), min(end, t0 + self.track_bytes)
             if lo == t0 and hi == t0 + self.track_bytes:
                 track = raw[lo - pos:hi - pos]
+            elif self._write_part(ldev, t, lo - t0, raw[lo - pos:hi - pos]):
+                continue
             else:
                 track = self.read_track(ldev, t)
                 track[lo - t0:hi - t0] = raw[lo - pos:hi - pos]

@@ -60,3 +60,26 @@ def test_read_kernel_equals_scan_image(seed):
     flipped = bytearray(clean)
     flipped[512 + 300] ^= 4
     assert stamp.read_stamps(bytes(flipped), 3, 100).tolist() == [42, -1] + [42] * 6
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bad_stamps_counts_what_scan_image_calls_corrupt(seed):
+    """``bad_stamps`` (the host's check of every read) counts exactly the
+    sectors the numpy definition calls corrupt, from bytes and from the
+    other buffer types, and refuses a size that is not whole sectors."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        image = _damaged(rng, int(rng.integers(1, 40)))
+        for ldev, first in ((3, 100), (4, 100), (3, 101)):
+            want = int((stamp.read_stamps_reference(image, ldev, first) < 0).sum())
+            assert stamp.bad_stamps(image, ldev, first) == want, f"seed={seed}"
+            assert stamp.bad_stamps(bytearray(image), ldev, first) == want, f"seed={seed}"
+            assert stamp.bad_stamps(np.frombuffer(image, dtype=np.uint8), ldev, first) == want, f"seed={seed}"
+    clean = stamp.make_payload(3, 100, 8, 42)
+    assert stamp.bad_stamps(clean, 3, 100) == 0
+    assert stamp.bad_stamps(clean, 3, 101) == 8
+    flipped = bytearray(clean)
+    flipped[512 + 300] ^= 4
+    assert stamp.bad_stamps(bytes(flipped), 3, 100) == 1
+    with pytest.raises(ValueError):
+        stamp.bad_stamps(clean[:700], 3, 100)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.dkc import DkcFirmware
+from firmware.dkc import _VOLATILE, DkcFirmware
 from firmware.nvm_tables import GROUPS, BlobMap, NvmFull, NvmLayoutError, NvmSpace, SegmentPool
 from support.fw_harness import T_NS, check, form_pairs, make_rack, suspend_and_write
 
@@ -35,7 +35,7 @@ def canonical(fw: DkcFirmware) -> tuple:
     """What the firmware keeps in NVM, independent of where free bytes lie:
     the pickled groups, every table but the pool's data and links (free
     segments hold garbage), and the values the pool holds."""
-    state = {k: v for k, v in fw.__dict__.items() if k not in ("store", "save_media", "_out", "nvm", "host_state")}
+    state = {k: v for k, v in fw.__dict__.items() if k not in _VOLATILE}
     hot = {k: state.pop(k) for k in ("next_seq", "seq_base", "host_waits", "expect_seq", "reorder", "link_up")}
     groups = (norm(state), norm(hot))
     tables = tuple((name, view.tobytes()) for name, view in sorted(fw.nvm._arrays.items())

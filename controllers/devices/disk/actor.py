@@ -51,8 +51,7 @@ class SmallDisk(Actor):
         return Promise(reaction_ns=self.min_service_ns)
 
     def on_message(self, src, kind, body):
-        if kind != "io" or body_problem(body, {"id": (object,), "lba": (numbers.Integral,),
-                                               "sectors": (numbers.Integral,)}) is not None:
+        if kind != "io" or body_problem(body, _IO_FIELDS) is not None:
             self.errors += 1   # malformed input: counted and dropped at the boundary
             return
         if self.failed:   # the controller still takes its command time to report the error
@@ -96,3 +95,9 @@ class SmallDisk(Actor):
         return {"ios": self.ios, "busy_ns": self.busy_ns - min(backlog, self.busy_ns), "backlog_ns": backlog,
                 "queue_max": self.queue_max,
                 "failed": self.failed, "role": self.params["role"]}
+
+
+#: ``int`` first: an exact int is accepted without the ABC's slower check
+_INT = (int, numbers.Integral)
+#: what a disk request must carry (checked in ``on_message``)
+_IO_FIELDS = {"id": (object,), "lba": _INT, "sectors": _INT}

@@ -245,9 +245,10 @@ class Dkc(Actor):
         """Delay until a command moving ``nbytes`` is done on the controller."""
         c = self.params["cost"]
         cycles = c["cycles_per_io"] + c["cycles_per_kib"] * nbytes // 1024
-        start = max(self.now_ns, self.cpu_free_ns)
+        now = self.now_ns
+        start = now if now > self.cpu_free_ns else self.cpu_free_ns
         self.cpu_free_ns = start + cycles * 1_000_000_000 // c["clock_hz"]
-        return self.cpu_free_ns - self.now_ns
+        return self.cpu_free_ns - now
 
     def _occupy_xor(self, nbytes: int) -> None:
         """Charge the controller for XOR-ing ``nbytes`` of parity."""
@@ -259,7 +260,11 @@ class Dkc(Actor):
     def _touch_cache(self, ldev: int, lba: int, sectors: int) -> bool:
         """True when every track of the request is in a cache slot."""
         spt = self.tb // SECTOR_BYTES
-        return all((ldev, t) in self.track_cache for t in range(lba // spt, (lba + sectors - 1) // spt + 1))
+        first, last = lba // spt, (lba + sectors - 1) // spt
+        slots = self.track_cache.slot_of
+        if first == last:   # most requests: one track
+            return (ldev, first) in slots
+        return all((ldev, t) in slots for t in range(first, last + 1))
 
     # -- events ---------------------------------------------------------------------------------
     def on_message(self, src, kind, body):
@@ -277,7 +282,7 @@ class Dkc(Actor):
         try:
             handler(self, src, body)
         except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
-            self.fw.double_faults.append({"where": kind, "error": str(exc)})
+            self.fw.note_double_fault(kind, str(exc))
             self.trace("dkc.data_loss", kind=kind, error=str(exc))
 
     def on_io(self, src, body):
@@ -434,7 +439,7 @@ class Dkc(Actor):
         try:
             self._on_timer(name, data)
         except DataLost as exc:   # a double fault the firmware did not expect: report, keep serving
-            self.fw.double_faults.append({"where": name, "error": str(exc)})
+            self.fw.note_double_fault(name, str(exc))
             self.trace("dkc.data_loss", timer=name, error=str(exc))
 
     def _on_timer(self, name, data):
@@ -477,36 +482,44 @@ class Dkc(Actor):
 
     # -- firmware actions -------------------------------------------------------------------------
     def _execute(self, actions) -> None:
+        """Carry out the firmware's actions, in order; each action type has one
+        handler (``_ACTIONS``, looked up by exact type; a subclass of an
+        action falls back to the isinstance order below)."""
         for act in actions:
-            if isinstance(act, Trace):
-                self.trace(act.event, step=act.step, **act.fields)
-                if act.event in _PEER_DROPS:
-                    self.stats["peer_malformed"] += 1   # the firmware's wire boundary dropped a peer message
-                if act.step in SIGNAL_STEPS:
-                    self.signal(SIGNAL_STEPS[act.step])
-                elif act.step is None and act.event in SIGNAL_EVENTS:
-                    self.signal(SIGNAL_EVENTS[act.event])
-            elif isinstance(act, SendPeer):
-                link = self.params["peers"].get(act.site)
-                if link is None:
-                    self.trace("dkc.no_path", site=act.site)
+            handler = _ACTIONS.get(type(act))
+            if handler is None:
+                handler = next((h for t, h in _ACTIONS.items() if isinstance(act, t)), None)
+                if handler is None:
                     continue
-                self.send(link, "xfer", act.msg, delay_ns=self._occupy(message_bytes(act.msg)))
-            elif isinstance(act, HostDone):
-                host, _, ident = str(act.req_id).partition("|")
-                nbytes = len(act.data) if act.data else 0
-                self.send(host, "io_done", {"id": ident, "ok": act.ok, "error": act.error, "data": act.data},
-                          delay_ns=self._occupy(nbytes))
-            elif isinstance(act, SetTimer):
-                self.set_timer(f"fw:{act.name}", max(0, act.at_ns - self.now_ns))
-            elif isinstance(act, CancelTimer):
-                self.cancel_timer(f"fw:{act.name}")
-            elif isinstance(act, DiskCost):
-                self._disk_cost(act)
-            elif isinstance(act, RestoreIo):
-                self._restore_io(act)
-            elif isinstance(act, CopyRead):
-                self._copy_read(act)
+            handler(self, act)
+
+    def _act_trace(self, act: Trace) -> None:
+        self.trace(act.event, step=act.step, **act.fields)
+        if act.event in _PEER_DROPS:
+            self.stats["peer_malformed"] += 1   # the firmware's wire boundary dropped a peer message
+        if act.step in SIGNAL_STEPS:
+            self.signal(SIGNAL_STEPS[act.step])
+        elif act.step is None and act.event in SIGNAL_EVENTS:
+            self.signal(SIGNAL_EVENTS[act.event])
+
+    def _act_send_peer(self, act: SendPeer) -> None:
+        link = self.params["peers"].get(act.site)
+        if link is None:
+            self.trace("dkc.no_path", site=act.site)
+            return
+        self.send(link, "xfer", act.msg, delay_ns=self._occupy(message_bytes(act.msg)))
+
+    def _act_host_done(self, act: HostDone) -> None:
+        host, _, ident = str(act.req_id).partition("|")
+        nbytes = len(act.data) if act.data else 0
+        self.send(host, "io_done", {"id": ident, "ok": act.ok, "error": act.error, "data": act.data},
+                  delay_ns=self._occupy(nbytes))
+
+    def _act_set_timer(self, act: SetTimer) -> None:
+        self.set_timer(f"fw:{act.name}", max(0, act.at_ns - self.now_ns))
+
+    def _act_cancel_timer(self, act: CancelTimer) -> None:
+        self.cancel_timer(f"fw:{act.name}")
 
     # -- the copy's track reads (353, 408) ------------------------------------------------------
     def _copy_read(self, act: CopyRead) -> None:
@@ -627,22 +640,32 @@ class Dkc(Actor):
 
     def _pump_destage(self) -> None:
         """Destage the oldest write-pending tracks, a bounded number at once
-        (the disks' queues stay short; the cache absorbs bursts)."""
-        for key in list(self.dirty):
-            if self.destaging >= DESTAGE_INFLIGHT_MAX:
-                return
-            if self.dirty[key]:
-                continue
-            self.destage_seq += 1
-            n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
-            if n == 0:
-                del self.dirty[key]
-                self._dirty_gone(key)
-                continue
-            self.dirty[key] = True
-            self.destage_wait[self.destage_seq] = [key, n]
-            self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
-            self.destaging += 1
+        (the disks' queues stay short; the cache absorbs bursts).
+
+        The oldest first, without copying the whole write-pending list: at
+        most DESTAGE_INFLIGHT_MAX entries are being destaged, so the scan
+        stops after a few. A track with nothing to destage leaves the list;
+        the scan then starts again from the oldest (those before it are all
+        being destaged now, so the order is that of one pass)."""
+        dirty = self.dirty
+        while self.destaging < DESTAGE_INFLIGHT_MAX:
+            for key, busy in dirty.items():
+                if self.destaging >= DESTAGE_INFLIGHT_MAX:
+                    return
+                if busy:
+                    continue
+                self.destage_seq += 1
+                n = self._issue_plan(key[0], key[1], write=True, ident=[DESTAGE_IO, self.destage_seq])
+                if n == 0:
+                    break   # leaves the list below, outside the iteration
+                dirty[key] = True   # a value, not a key, changes: the iteration goes on
+                self.destage_wait[self.destage_seq] = [key, n]
+                self._occupy_xor(2 * self.tb)   # P' = P ^ Dold ^ Dnew: two track-sized XORs
+                self.destaging += 1
+            else:
+                return   # every write-pending track is being destaged
+            del dirty[key]
+            self._dirty_gone(key)
 
     def _destage_done(self, seq: int) -> None:
         entry = self.destage_wait.get(seq)
@@ -831,9 +854,14 @@ _PEER_DROPS = ("bad_peer_message", "oversized_peer_message")
 _TIMERS = {"fw": Dkc._timer_fw, "read": Dkc._timer_read, "rebuild": Dkc._timer_rebuild,
            "rebuild_retry": Dkc._timer_rebuild_retry, "restore_wait": Dkc._timer_restore_wait,
            "copy_wait": Dkc._timer_copy_wait}
+#: firmware action type -> how the DKC carries it out (``_execute``)
+_ACTIONS = {Trace: Dkc._act_trace, SendPeer: Dkc._act_send_peer, HostDone: Dkc._act_host_done,
+            SetTimer: Dkc._act_set_timer, CancelTimer: Dkc._act_cancel_timer, DiskCost: Dkc._disk_cost,
+            RestoreIo: Dkc._restore_io, CopyRead: Dkc._copy_read}
 _HANDLERS = {"io": Dkc.on_io, "io_done": Dkc.on_disk_done, "peer": Dkc.on_peer,
              "link_state": Dkc.on_link_state}
-_INT = (numbers.Integral,)
+#: ``int`` first: an exact int is accepted without the ABC's slower check
+_INT = (int, numbers.Integral)
 #: what a host may ask of an LDEV (FLUSH and TRIM come from the front-ends)
 _HOST_OPS = ("read", "write", "flush", "trim")
 _BYTES = (bytes, bytearray, memoryview)

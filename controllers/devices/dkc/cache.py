@@ -110,6 +110,18 @@ class TrackCache:
         self.slot_of.move_to_end(key)
         return self._view(slot).tobytes()
 
+    def get_part(self, key, lo: int, hi: int) -> bytes | None:
+        """``get(key)[lo:hi]`` (the same hit, miss and LRU bookkeeping),
+        copying only those bytes."""
+        slot = self.slot_of.get(key)
+        if slot is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.slot_of.move_to_end(key)
+        base = slot * self.tb
+        return self.buf[base + max(0, min(lo, self.tb)):base + max(0, min(hi, self.tb))].tobytes()
+
     def put(self, key, data: bytes) -> None:
         if self.slots == 0:
             return
@@ -184,12 +196,11 @@ class CachedStore(LdevStore):
             take = min(spt - off, lba + n - sector)
             if (ldev, track) in self.cache:
                 self._vouch(ldev, track)
-                data = self.cache.get((ldev, track))
-                out.append(data[off * SECTOR_BYTES:(off + take) * SECTOR_BYTES])
+                out.append(self.cache.get_part((ldev, track), off * SECTOR_BYTES, (off + take) * SECTOR_BYTES))
             else:
                 out.append(super().read_sectors(ldev, sector, take))
             sector += take
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def write_sectors(self, ldev: int, lba: int, data: bytes) -> None:
         super().write_sectors(ldev, lba, data)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from controllers.formats.capture import CaptureError, ack_order, happens_before, load_capture
-from controllers.formats.stamp import make_payload, read_stamps, warm_up
+from controllers.formats.stamp import bad_stamps, make_payload, warm_up
 from controllers.formats.traces import map_to_ldevs, read_trace, scale_time
 from controllers.formats.writelog import COMPLETE_NS
 from controllers.devices.host.workload import Workload, _parse_ldevs, parse_spec
 from emu.actor import Actor
-from emu.wire import body_problem
 from emu.params import Param
 from firmware.protocol import SECTOR_BYTES
 
@@ -377,7 +376,7 @@ class HostCpu(Actor):
         self.set_timer(name, st["wl"].spec.interarrival_ns, data)
 
     def on_message(self, src, kind, body):
-        if kind != "io_done" or body_problem(body, {"id": (object,)}) is not None:
+        if kind != "io_done" or not isinstance(body, dict) or "id" not in body:   # body_problem's rule for {"id": object}
             self.errors += 1   # malformed input: counted and dropped at the boundary
             return
         if isinstance(body["id"], str) and body["id"] in self.fe_inflight:
@@ -415,8 +414,7 @@ class HostCpu(Actor):
     def _check_read(self, io, data):
         """A read must return, per sector, the stamp of a write this host
         issued there or zeros (never written); anything else is wrong bytes."""
-        ids = read_stamps(np.frombuffer(data, dtype=np.uint8), io["ldev"], io["lba"])
-        if (ids < 0).any():
+        if bad_stamps(data, io["ldev"], io["lba"]):
             self.bad_reads += 1
             self.trace("io.bad_read", ldev=io["ldev"], lba=io["lba"])
 

@@ -35,6 +35,7 @@ below 1e-9 per rank for the thetas used in practice.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass, field
@@ -295,10 +296,16 @@ class Workload:
             blocks.append(sizes[ldev] // bs)
         self._blocks = np.asarray(blocks, dtype=np.int64)
         self._first_block = np.concatenate([[0], np.cumsum(self._blocks)[:-1]])
+        #: the same as plain ints: one I/O's lookup is a bisect, not numpy calls on a tiny array
+        self._first_block_list = [int(b) for b in self._first_block]
         self.total_blocks = int(self._blocks.sum())
         self._zipf = ZipfSampler(self.total_blocks, self.spec.zipf_theta)
         self._mult = _coprime_multiplier(self.total_blocks)
         self._cursor = 0
+        #: the spec's derived figures, computed once (the spec is frozen; next_io runs per I/O)
+        self._read_fraction = self.spec.read_fraction
+        self._random = self.spec.random
+        self._bs_sectors = self.spec.bs_sectors
 
     @classmethod
     def from_string(cls, text: str, ldev_sectors) -> "Workload":
@@ -309,18 +316,22 @@ class Workload:
         return np.random.Generator(np.random.PCG64(self.spec.seed))
 
     def _block_to_place(self, block: int) -> tuple[int, int]:
-        i = int(np.searchsorted(self._first_block, block, side="right")) - 1
-        return self.spec.ldevs[i], int(block - self._first_block[i]) * self.spec.bs_sectors
+        firsts = self._first_block_list
+        i = bisect.bisect_right(firsts, block) - 1   # np.searchsorted(side="right") on the same values
+        return self.spec.ldevs[i], int(block - firsts[i]) * self._bs_sectors
 
     def next_io(self, rng: np.random.Generator) -> tuple[str, int, int, int]:
         """Next ``(op, ldev, lba, sectors)``."""
-        frac = self.spec.read_fraction
+        frac = self._read_fraction
         op = "read" if frac >= 1.0 else "write" if frac <= 0.0 else ("read" if rng.random() < frac else "write")
-        if self.spec.random:
-            rank = self._zipf.sample(rng)
-            block = rank if self.spec.zipf_theta == 0.0 else (rank * self._mult) % self.total_blocks
+        if self._random:
+            zipf = self._zipf
+            if zipf.theta == 0.0:   # uniform: ZipfSampler.sample's first case, without the call
+                block = int(rng.integers(zipf.n))
+            else:
+                block = (zipf.sample(rng) * self._mult) % self.total_blocks
         else:
             block = self._cursor
             self._cursor = (self._cursor + 1) % self.total_blocks
         ldev, lba = self._block_to_place(block)
-        return op, ldev, lba, self.spec.bs_sectors
+        return op, ldev, lba, self._bs_sectors
