@@ -120,6 +120,23 @@ def test_fork_snapshots_equal_replay(fault, spec, settings):
     assert len(runs["fork"][1]) == len(runs["replay"][1]) == len(runs["replay"][0])
 
 
+def test_points_around_a_checkpoint_equal_replay():
+    """The fork sweep's counting pass forks a checkpoint every
+    ``CHECKPOINT_SPACING_FIRST`` records at first, and each point is run from
+    the last checkpoint before it: points just before, at and after the
+    first checkpoint (and one event's several records there) give the
+    replay's results byte for byte."""
+    s = sw.CHECKPOINT_SPACING_FIRST
+    spec = f"range:{s - 5}-{s + 5}"
+    runs = {}
+    for method in sw.METHODS_RUN:
+        lines = []
+        sw.sweep(CFG, PREAMBLE, 1, {}, "master-loss", spec, 2, progress=lambda m: None, method=method,
+                 on_result=lambda r: lines.append(sw.point_line(1, {}, "master-loss", r)))
+        runs[method] = lines
+    assert len(runs["replay"]) == 11 and runs["fork"] == runs["replay"]
+
+
 def test_jsonl_streams_points_and_artifacts_are_kept_for_failures_only(tmp_path, capsys):
     out, art = tmp_path / "points.jsonl", tmp_path / "art"
     code = sw.main([CFG, str(ROOT / "scenarios" / "sweep.emu"), "--method", "none", "--order", "bitmap",
