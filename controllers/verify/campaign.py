@@ -72,7 +72,7 @@ def check_invariants(rack: StorageRack, where: str) -> None:
             log = log or rack.writelog()
             members = [rack.pairs[n] for n in g["pairs"]]
             images = {p["m_ldev"]: rack.export_image(p["r_site"], p["r_ldev"]) for p in members}
-            v = holds_all_acknowledged(images, log.filter(sites=[g["master"]]))
+            v = holds_all_acknowledged(images, log, sites=[g["master"]])
             if not v.consistent:
                 raise Violation(f"{where}: group {gname} is PAIR (sync) but the remote misses "
                                 f"acknowledged writes: {v.reasons[:2]}")
