@@ -322,6 +322,7 @@ def _fork_points(config, preamble, seed, settings, fault, points_spec, jobs, che
     try:
         if rack.rack.scheduled:   # faults due at set times: count as a replay does, in a snapshot
             total = _count_in_snapshot(rack, pool)
+            rack.rack.sink.flush_all()   # as a replay does before stepping
             cps = [(0, pool.pause(_serve(rack, fault, check, 0, rack.now_ns + LIMIT_NS)))]
         else:
             total, cps = _count_with_checkpoints(rack, pool, fault, check)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emu.forks import ForkPool
-from tests.support.procs import our_children
+from support.procs import our_children
 from emu.shm import PrivateRegion, SharedRegion, leftover_segments, new_rack_id
 
 
