@@ -9,6 +9,13 @@ resources; the parent goes on at once. Results come back as
 ``(key, {"ok": True, "result": ...})`` or ``(key, {"ok": False, "error":
 ...})`` (an exception in ``fn``, or a child that died without answering).
 
+``pause(fn)`` forks a child that stays paused at that instant (a
+checkpoint) until ``resume(paused, key, arg)`` sends it an argument: it
+then runs ``fn(arg)`` as a submitted child would, in one of the ``jobs``
+slots; ``discard(paused)`` lets it leave without running anything. A paused
+child waits in a blocking read of its own pipe, so it costs no CPU, only
+the pages the parent changes after it (copied on write).
+
 Waiting is on the pipes (``selectors``) and ``waitpid`` of the child's own
 pid, never a sleep and never ``waitpid(-1)`` (which could reap a process
 that is not ours). ``close()`` (also on an exception) kills and reaps every
@@ -29,7 +36,7 @@ import os
 import selectors
 import signal
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 #: prctl(2) option: the signal a process gets when its parent dies
 PR_SET_PDEATHSIG = 1
@@ -46,6 +53,10 @@ class ForkPool:
         #: read fd -> (pid, key, bytes read so far)
         self._running: dict[int, tuple[int, Any, list[bytes]]] = {}
         self._selector = selectors.DefaultSelector()
+        #: paused children (checkpoints): command fd -> Paused
+        self._paused: dict[int, "Paused"] = {}
+        #: discarded children not reaped yet (they leave at their command pipe's EOF)
+        self._leaving: list[int] = []
         #: children forked so far
         self.forked = 0
 
@@ -69,12 +80,76 @@ class ForkPool:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:   # the child: never returns
-            _child(r, w, fn, list(self._running), parent)
+            _child(r, w, fn, self._fds(), parent)
         os.close(w)
         self.forked += 1
+        self._watch(r, pid, key)
+        return done
+
+    def _fds(self) -> list[int]:
+        """The parent's ends of every child's pipes: a new child closes them
+        (a paused child holding another's command pipe would never see its EOF)."""
+        return [*self._running, *(fd for p in self._paused.values() for fd in (p.command, p.result))]
+
+    def _watch(self, r: int, pid: int, key: Any) -> None:
         self._running[r] = (pid, key, [])
         self._selector.register(r, selectors.EVENT_READ)
+
+    def pause(self, fn: Callable[[Any], Any]) -> "Paused":
+        """Fork a child paused at this instant; ``resume`` runs ``fn(arg)`` in
+        it, ``discard`` ends it. It takes no slot while paused."""
+        cr, cw = os.pipe()
+        r, w = os.pipe()
+        parent = os.getpid()
+        inherited = self._fds()
+        pid = os.fork()
+        if pid == 0:   # the child: never returns
+            os.close(cw)
+            _child(r, w, lambda: fn(_wait_command(cr)), inherited, parent)
+        os.close(cr)
+        os.close(w)
+        self.forked += 1
+        paused = Paused(pid, cw, r)
+        self._paused[cw] = paused
+        return paused
+
+    def resume(self, paused: "Paused", key: Any, arg: Any) -> list[tuple[Any, dict]]:
+        """Give a paused child its argument (JSON) once a slot is free; it then
+        answers under ``key`` like a submitted child. Returns the results that
+        came back while waiting for the slot."""
+        if self._paused.get(paused.command) is not paused:
+            raise ValueError(f"child {paused.pid} is not paused in this pool")
+        done = []
+        while len(self._running) >= self.jobs:
+            done.extend(self.wait_some())
+        del self._paused[paused.command]
+        data = memoryview(json.dumps(arg).encode())
+        try:
+            while data:
+                data = data[os.write(paused.command, data):]
+        except BrokenPipeError:
+            pass   # it died while paused: its result pipe says so (it answers nothing)
+        os.close(paused.command)
+        self._watch(paused.result, paused.pid, key)
         return done
+
+    def discard(self, paused: "Paused") -> None:
+        """A paused child leaves without running ``fn`` (EOF on its command pipe)."""
+        if self._paused.pop(paused.command, None) is not paused:
+            raise ValueError(f"child {paused.pid} is not paused in this pool")
+        os.close(paused.command)
+        os.close(paused.result)
+        self._leaving.append(paused.pid)
+        self._reap_leaving(block=False)
+
+    def _reap_leaving(self, block: bool) -> None:
+        """Reap discarded children that have left (all of them with ``block``):
+        the parent does not wait for each to be scheduled and leave."""
+        still = []
+        for pid in self._leaving:
+            if os.waitpid(pid, 0 if block else os.WNOHANG)[0] == 0:
+                still.append(pid)
+        self._leaving = still
 
     def wait_some(self) -> list[tuple[Any, dict]]:
         """Block until at least one child has answered; return those that did."""
@@ -125,7 +200,40 @@ class ForkPool:
             self._selector.unregister(fd)
             os.close(fd)
         self._running.clear()
+        for paused in list(self._paused.values()):
+            try:
+                os.kill(paused.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(paused.pid, 0)
+            os.close(paused.command)
+            os.close(paused.result)
+        self._paused.clear()
+        self._reap_leaving(block=True)
         self._selector.close()
+
+
+class Paused(NamedTuple):
+    """A paused child: its pid, the parent's end of its command pipe and of its result pipe."""
+
+    pid: int
+    command: int
+    result: int
+
+
+def _wait_command(fd: int) -> Any:
+    """In a paused child: block until the parent sends an argument (JSON, up
+    to EOF); at EOF with nothing sent (``discard``), leave at once."""
+    parts = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        parts.append(chunk)
+    os.close(fd)
+    if not parts:
+        os._exit(0)
+    return json.loads(b"".join(parts))
 
 
 def die_with_parent(parent: int | None = None) -> None:

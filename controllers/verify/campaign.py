@@ -35,9 +35,10 @@ import numpy as np
 
 from emu.forks import ForkPool
 from firmware.protocol import SAVE_OLD, STAGE_NEW
-from firmware.raid.parity import warm_up
+from firmware.raid import parity
 
 from controllers.formats.stamp import read_stamps
+from controllers.verify import checker
 from controllers.verify.checker import holds_all_acknowledged
 from controllers.rack.storage import CommandError, StorageRack
 from controllers.verify.rack_verify import verify_rack
@@ -71,7 +72,7 @@ def check_invariants(rack: StorageRack, where: str) -> None:
             log = log or rack.writelog()
             members = [rack.pairs[n] for n in g["pairs"]]
             images = {p["m_ldev"]: rack.export_image(p["r_site"], p["r_ldev"]) for p in members}
-            v = holds_all_acknowledged(images, log.filter(sites=[g["master"]]))
+            v = holds_all_acknowledged(images, log, sites=[g["master"]])
             if not v.consistent:
                 raise Violation(f"{where}: group {gname} is PAIR (sync) but the remote misses "
                                 f"acknowledged writes: {v.reasons[:2]}")
@@ -242,7 +243,9 @@ def run_seeds(config: str, seeds: list[int], steps: int, jobs: int, client=None)
         for seed in seeds:
             yield _seed_outcome(config, seed, steps)
         return
-    warm_up()   # the kernels compiled (or loaded from numba's cache) once here, not once per child
+    # the kernels compiled (or loaded from numba's cache) once here, not once per child
+    parity.warm_up()
+    checker.warm_up()
     ready, nxt = {}, 0
     with ForkPool(jobs) as pool:
         def arrived(done):

@@ -61,8 +61,8 @@ import numpy as np
 from numba import njit
 
 from controllers.formats.image import SparseImage, as_image, read_image_file
-from controllers.formats.stamp import CORRUPT, SECTOR_BYTES, UNWRITTEN, ImageScan, scan_sectors
-from controllers.formats.writelog import WriteLog
+from controllers.formats.stamp import CORRUPT, SECTOR_BYTES, UNWRITTEN, ImageScan, make_payload, scan_sectors
+from controllers.formats.writelog import WriteLog, WriteRecord
 
 MAX_REASONS = 5
 _INF = np.iinfo(np.int64).max
@@ -521,6 +521,30 @@ def _stamp_text(words: np.ndarray) -> str:
     if (int(words[0]) & 0xFFFFFFFF) == int.from_bytes(b"EMUW", "little"):
         return f"write {int(words[2])}"
     return "unstamped data"
+
+
+# --------------------------------------------------------------------------
+# warm-up
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel a verify uses, in
+    this process: call it before forking children that judge (a fork sweep's
+    points, a campaign's seeds), or each child loads them again (about
+    0.1 s of CPU per child, as much as the rest of a point's verify).
+
+    A tiny image of two stamped writes, the later present and the earlier
+    missing, so the dependent-write pass runs all its kernels; both the
+    bytes and the track-segment forms an export gives."""
+    from controllers.formats import stamp
+    stamp.warm_up()
+    spt = 8
+    recs = [WriteRecord(1, "w", 0, 0, 4, 10, 20), WriteRecord(2, "w", 0, spt, 4, 30, 40)]
+    track = make_payload(0, spt, 4, 2) + bytes((spt - 4) * SECTOR_BYTES)
+    tracks = SparseImage.from_tracks(2, spt * SECTOR_BYTES, [1], np.frombuffer(track, np.uint8).copy())
+    for image in (bytes(spt * SECTOR_BYTES) + track, tracks):
+        check({0: image}, WriteLog(recs), [[0]])
+        holds_all_acknowledged({0: image}, WriteLog(recs))
+        equals(image, tracks)
 
 
 # --------------------------------------------------------------------------

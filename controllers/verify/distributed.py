@@ -63,7 +63,10 @@ def count_task(config_name: str, config_text: str, preamble: list[str], seed: in
 def block_task(config_name: str, config_text: str, preamble: list[str], seed: int, settings: dict,
                fault: str, points: list[int]) -> list[dict]:
     """Crash points ``points`` (sorted) of one preamble, by fork snapshots."""
-    from controllers.verify import sweep as sw
+    from controllers.verify import checker, sweep as sw
+    from firmware.raid import parity
+    parity.warm_up()    # once per worker process: its forked points find the kernels loaded
+    checker.warm_up()
     with _ConfigFile(config_name, config_text) as config:
         rack = sw._rack(config, preamble, seed, settings)
         return list(sw._fork_results(rack, fault, points, 1))

@@ -57,7 +57,7 @@ def verify_rack(rack: StorageRack) -> dict:
         units_used.add(unit)
         units_ = [[p["m_ldev"] for p in members]] if unit == "group" else [[p["m_ldev"]] for p in members]
         units_ = [u for u in units_ if u]
-        v = check(images, log.filter(sites=[g["master"]]), units_)
+        v = check(images, log, units_, sites=[g["master"]])   # no filtered copy of the log
         row = {"group": gname, "unit": unit, **v.to_dict()}
         if loss_rows:   # "consistent" then speaks of the LDEVs that could be read
             row["data_loss"] = loss_rows

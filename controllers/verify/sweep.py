@@ -30,6 +30,8 @@ each proportion as ``n/N [lo–hi]`` with its 95% Wilson interval.
 from __future__ import annotations
 
 import argparse
+import bisect
+import gc
 import io
 import itertools
 import json
@@ -44,6 +46,8 @@ from tabulate import tabulate
 
 from emu.forks import ForkPool
 from firmware.protocol import METHODS, ORDERS
+from firmware.raid import parity
+from controllers.verify import checker
 from controllers.verify.rack_verify import verify_rack
 
 RECOVERY_STEPS = frozenset([*range(401, 414), *range(501, 521), *range(751, 758)])
@@ -291,29 +295,136 @@ def _replay_points(config, preamble, seed, settings, fault, points_spec, jobs, c
     return total, points, results()
 
 
+#: checkpoints a fork sweep's counting pass keeps at most; when there would
+#: be more, every other one goes and the spacing doubles, so they stay evenly
+#: spread over a copy of any length (between half this and this many)
+CHECKPOINTS_MAX = 48
+#: recovery-step records between two checkpoints at first
+CHECKPOINT_SPACING_FIRST = 256
+
+
 def _fork_points(config, preamble, seed, settings, fault, points_spec, jobs, check=None):
-    """Fork snapshots: one rack runs the preamble once and steps from crash
-    point to crash point; at each it forks a child (copy-on-write) that
-    injects the fault, finishes the run and judges it, while the rack goes
-    on to the next point. The rack at point k is in exactly the state a
-    replay of point k reaches, so verdicts and trace hashes are equal."""
+    """Fork snapshots. One rack runs the preamble once, then the pass through
+    the copy that counts the crash points (the sample is drawn from their
+    number); on its way it forks paused checkpoints, evenly spread. Each
+    checkpoint that has points after it (and before the next) then steps to
+    them, forking a child (copy-on-write) at each that injects the fault,
+    finishes the run and judges it; its last point it finishes itself. The
+    copy is thus run once plus short stretches, not once to count and once
+    more to step through. A rack at point k is in exactly the state a replay
+    of point k reaches, so verdicts and trace hashes are equal."""
+    # the kernels loaded once here, not once per point's child (a point's
+    # verify, and the parity a rollback's release recomputes)
+    parity.warm_up()
+    checker.warm_up()
     rack = _rack(config, preamble, seed, settings)
+    pool = ForkPool(jobs)
     try:
-        with ForkPool(1) as pool:   # count in a snapshot, so this rack stays at the preamble's end
-            pool.submit("count", lambda: _count_from_here(rack))
-            (_, answer), = pool.drain()
-        if not answer["ok"]:
-            raise RuntimeError(f"counting the crash points failed: {answer['error']}")
-        total = answer["result"]
+        if rack.rack.scheduled:   # faults due at set times: count as a replay does, in a snapshot
+            total = _count_in_snapshot(rack, pool)
+            rack.rack.sink.flush_all()   # as a replay does before stepping
+            cps = [(0, pool.pause(_serve(rack, fault, check, 0, rack.now_ns + LIMIT_NS)))]
+        else:
+            total, cps = _count_with_checkpoints(rack, pool, fault, check)
         points = choose_points(points_spec, total, seed)
     except BaseException:
+        pool.close()
         rack.close()
         raise
-    return total, points, _fork_results(rack, fault, points, jobs, check)
+    return total, points, _checkpoint_results(rack, pool, cps, points)
+
+
+def _count_in_snapshot(rack, pool: ForkPool) -> int:
+    pool.submit("count", lambda: _count_from_here(rack))
+    (_, answer), = pool.drain()
+    if not answer["ok"]:
+        raise RuntimeError(f"counting the crash points failed: {answer['error']}")
+    return answer["result"]
+
+
+def _serve(rack, fault: str, check: str | None, passed: int, horizon_ns: int):
+    """What a checkpoint does with the points it is given: step to each, fork
+    a child there, finish the last one itself (its own rack is not needed after)."""
+    return lambda points: list(_step_points(rack, fault, points, 1, check, passed, horizon_ns, last_in_place=True))
+
+
+def _count_with_checkpoints(rack, pool: ForkPool, fault: str, check: str | None):
+    """The counting pass (the same records ``count_points`` counts: up to T
+    plus ``SETTLE_NS`` from the preamble's end), forking a paused checkpoint
+    every ``spacing`` records: ``(total, [(records passed, checkpoint), ...])``."""
+    sink = rack.rack.sink
+    before = _recovery_records(sink)   # before the flush, as count_points counts
+    sink.flush_all()                   # as a replay does before stepping
+    start_ns = rack.now_ns
+    end_ns = start_ns + rack.settings()["max_time"] + SETTLE_NS
+    horizon_ns = start_ns + LIMIT_NS   # as a replay's limit, from the preamble's end
+    steps = set(RECOVERY_STEPS)
+    spacing, passed = CHECKPOINT_SPACING_FIRST, 0
+    gc.collect()
+    gc.freeze()   # the collector leaves the rack built so far alone: fewer pages copied after each fork
+    try:
+        cps = [(0, pool.pause(_serve(rack, fault, check, 0, horizon_ns)))]
+        while rack.rack.run_until_record(steps, spacing, end_ns - rack.now_ns) is not None:
+            passed += spacing + rack.rack.backend.watch_overrun
+            cps.append((passed, pool.pause(_serve(rack, fault, check, passed, horizon_ns))))
+            if len(cps) > CHECKPOINTS_MAX:
+                for _, paused in cps[1::2]:
+                    pool.discard(paused)
+                cps, spacing = cps[0::2], 2 * spacing
+    finally:
+        gc.unfreeze()
+    sink.flush_all()
+    total = _recovery_records(sink) - before
+    if total < passed:
+        raise RuntimeError(f"counting pass: {total} records counted but {passed} passed: invariant violated")
+    return total, cps
+
+
+def _checkpoint_results(rack, pool: ForkPool, cps: list, points: list[int]):
+    """Each point goes to the last checkpoint before it; checkpoints run
+    ``jobs`` at a time; results in point order (a reorder buffer of at most
+    ``jobs`` checkpoints' points)."""
+    passed = [p for p, _ in cps]
+    groups: dict[int, list[int]] = {}
+    for k in points:
+        groups.setdefault(bisect.bisect_left(passed, k) - 1, []).append(k)
+    order = sorted(groups)
+    ready: dict[int, list[dict]] = {}
+    nxt = 0
+
+    def arrived(done):
+        nonlocal nxt
+        for i, answer in done:
+            ready[i] = answer["result"] if answer["ok"] else [_error_result(k, answer["error"]) for k in groups[i]]
+        while nxt < len(order) and order[nxt] in ready:
+            yield from ready.pop(order[nxt])
+            nxt += 1
+    try:
+        for i, (_, paused) in enumerate(cps):
+            if i not in groups:
+                pool.discard(paused)   # no point of the sample after it: it leaves now
+        for i in order:
+            yield from arrived(pool.resume(cps[i][1], i, groups[i]))
+        yield from arrived(pool.drain())
+    finally:
+        pool.close()
+        rack.close()
 
 
 def _fork_results(rack, fault: str, points: list[int], jobs: int, check: str | None = None):
-    """Results in point order (a reorder buffer of at most ``jobs`` entries)."""
+    """From a rack at the preamble's end: results in point order (a reorder
+    buffer of at most ``jobs`` entries); the rack is closed at the end."""
+    with rack:
+        rack.rack.sink.flush_all()
+        yield from _step_points(rack, fault, points, jobs, check)
+
+
+def _step_points(rack, fault: str, points: list[int], jobs: int, check: str | None = None, passed: int = 0,
+                 horizon_ns: int | None = None, last_in_place: bool = False):
+    """Step from crash point to crash point (``passed``: recovery-step records
+    since the preamble's end; ``horizon_ns``: a replay's limit, the
+    preamble's end plus ``LIMIT_NS``), forking a child at each that finishes
+    and judges it; with ``last_in_place`` the last point is finished here."""
     order = {k: i for i, k in enumerate(points)}
     ready: dict[int, dict] = {}
     nxt = 0
@@ -325,11 +436,9 @@ def _fork_results(rack, fault: str, points: list[int], jobs: int, check: str | N
         while nxt in ready:
             yield ready.pop(nxt)
             nxt += 1
-    with rack, ForkPool(jobs) as pool:
-        sink = rack.rack.sink
-        sink.flush_all()
-        passed = 0                             # recovery-step records since the preamble's end
-        horizon_ns = rack.now_ns + LIMIT_NS    # as a replay's limit, from the preamble's end
+    if horizon_ns is None:
+        horizon_ns = rack.now_ns + LIMIT_NS
+    with ForkPool(jobs) as pool:
         t_crash = rack.now_ns
         for i, k in enumerate(points):
             if k > passed:
@@ -340,8 +449,21 @@ def _fork_results(rack, fault: str, points: list[int], jobs: int, check: str | N
                         yield {"k": later, "skipped": "the copy ended before this point"}
                     return
                 passed = k + rack.rack.backend.watch_overrun
+            if last_in_place and i == len(points) - 1:
+                yield from arrived(pool.drain())
+                yield _finish_here(rack, k, t_crash, fault, check)
+                return
             yield from arrived(pool.submit(k, lambda k=k, t=t_crash: _finish_point(rack, k, t, fault, check)))
         yield from arrived(pool.drain())
+
+
+def _finish_here(rack, k: int, t_crash: int, fault: str, check: str | None) -> dict:
+    """A point finished by the process that stepped to it, its result as a
+    child's would come back (through JSON); an exception is a failed point."""
+    try:
+        return json.loads(json.dumps(_finish_point(rack, k, t_crash, fault, check), default=str))
+    except Exception as exc:  # noqa: BLE001 - reported as a failure with its reproduce command
+        return _error_result(k, f"{type(exc).__name__}: {exc}")
 
 
 #: failed points a sweep keeps for printing and artifacts (all are in --jsonl)

@@ -10,6 +10,9 @@
 * fork snapshots and replay give the same result and the same trace sha256
   at every point, also at points inside one event and before the copy's
   first record;
+* the same around the fork sweep's first checkpoint, and when the preamble
+  leaves a fault scheduled (then the points are counted as a replay counts
+  them, in a snapshot);
 * --jsonl streams one line per point; --artifacts keeps failures only.
 """
 
@@ -118,6 +121,44 @@ def test_fork_snapshots_equal_replay(fault, spec, settings):
     for fork_line, replay_line in zip(*(runs[m][1] for m in sw.METHODS_RUN)):
         assert fork_line == replay_line
     assert len(runs["fork"][1]) == len(runs["replay"][1]) == len(runs["replay"][0])
+
+
+def test_points_around_a_checkpoint_equal_replay():
+    """The fork sweep's counting pass forks a checkpoint every
+    ``CHECKPOINT_SPACING_FIRST`` records at first, and each point is run from
+    the last checkpoint before it: points just before, at and after the
+    first checkpoint (and one event's several records there) give the
+    replay's results byte for byte."""
+    s = sw.CHECKPOINT_SPACING_FIRST
+    spec = f"range:{s - 5}-{s + 5}"
+    runs = {}
+    for method in sw.METHODS_RUN:
+        lines = []
+        sw.sweep(CFG, PREAMBLE, 1, {}, "master-loss", spec, 2, progress=lambda m: None, method=method,
+                 on_result=lambda r: lines.append(sw.point_line(1, {}, "master-loss", r)))
+        runs[method] = lines
+    assert len(runs["replay"]) == 11 and runs["fork"] == runs["replay"]
+
+
+def test_a_fault_scheduled_by_the_preamble_gives_the_replay_results(monkeypatch):
+    """Faults due at set times are applied by a plain run, not by the record
+    stops the checkpoints are forked at: the fork sweep then counts in a
+    snapshot and steps from the preamble's end, and still equals replay."""
+    make = sw._rack
+
+    def with_a_scheduled_fault(*args, **kw):
+        rack = make(*args, **kw)
+        rack.rack.schedule(rack.now_ns + 50_000_000, "kill", "remote.dkc")
+        rack.rack.schedule(rack.now_ns + 60_000_000, "restart", "remote.dkc")
+        return rack
+    monkeypatch.setattr(sw, "_rack", with_a_scheduled_fault)
+    runs = {}
+    for method in sw.METHODS_RUN:
+        lines = []
+        s = sw.sweep(CFG, PREAMBLE, 1, {}, "link-loss", "sample:2", 2, progress=lambda m: None, method=method,
+                     on_result=lambda r: lines.append(sw.point_line(1, {}, "link-loss", r)))
+        runs[method] = (s["points_total"], lines)
+    assert runs["fork"] == runs["replay"] and len(runs["fork"][1]) == 2
 
 
 def test_jsonl_streams_points_and_artifacts_are_kept_for_failures_only(tmp_path, capsys):

@@ -1,7 +1,10 @@
 """Fork snapshots (emu.forks, emu.shm.PrivateRegion): a forked child works on
 a copy-on-write image and never writes the parent's regions; its result,
 its exception, or its death comes back to the parent; at most ``jobs``
-children run; an aborted pool kills and reaps its children (no leak)."""
+children run; an aborted pool kills and reaps its children (no leak).
+A paused child (a checkpoint) runs on the image of the instant it was
+forked, whatever the parent did since, only when resumed, within the jobs
+limit; a discarded or aborted one leaves and is reaped."""
 
 import os
 import signal
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 from emu.forks import ForkPool
+from support.procs import our_children
 from emu.shm import PrivateRegion, SharedRegion, leftover_segments, new_rack_id
 
 
@@ -92,3 +96,48 @@ def test_a_private_region_cannot_be_attached_elsewhere():
             region.spec()
     finally:
         region.unlink()
+
+
+def test_a_paused_child_runs_on_the_image_of_its_fork_when_resumed():
+    state = {"x": 1}
+    with ForkPool(1) as pool:
+        first = pool.pause(lambda arg: {"x": state["x"], "arg": arg})
+        state["x"] = 2
+        second = pool.pause(lambda arg: {"x": state["x"], "arg": arg})
+        state["x"] = 3
+        done = pool.resume(second, "b", [7]) + pool.resume(first, "a", {"n": 5})
+        done += pool.drain()
+    assert dict(done) == {"a": {"ok": True, "result": {"x": 1, "arg": {"n": 5}}},
+                          "b": {"ok": True, "result": {"x": 2, "arg": [7]}}}
+
+
+def test_resumed_children_keep_to_the_jobs_limit():
+    with ForkPool(1) as pool:
+        paused = [pool.pause(lambda arg: arg * 2) for _ in range(4)]
+        results, most = {}, 0
+        for i, p in enumerate(paused):
+            results.update(pool.resume(p, i, i))
+            most = max(most, pool.running)
+        results.update(pool.drain())
+    assert most == 1
+    assert {k: v["result"] for k, v in results.items()} == {0: 0, 1: 2, 2: 4, 3: 6}
+
+
+def test_discarded_and_aborted_paused_children_leave_no_process():
+    before = set(our_children())
+    pool = ForkPool(2)
+    ran = os.pipe()
+    kept = pool.pause(lambda arg: os.write(ran[1], b"x"))
+    gone = pool.pause(lambda arg: os.write(ran[1], b"x"))
+    assert len(set(our_children()) - before) == 2
+    pool.discard(gone)
+    with pytest.raises(ValueError):
+        pool.resume(gone, "again", 1)   # a discarded child cannot be resumed
+    pool.close()                        # kills the paused one
+    for pid in (kept.pid, gone.pid):
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)   # reaped: no zombie, no orphan
+    os.close(ran[1])
+    assert os.read(ran[0], 8) == b"", "a paused child ran without being resumed"
+    os.close(ran[0])
+    assert set(our_children()) <= before
