@@ -467,10 +467,15 @@ class SegmentPool:
     """Fixed-size data segments (the DKC cache's slots, patent 1105/954) in
     NVM: a chain per value (``link``), ``used`` flags; the free list is
     volatile, rebuilt from ``used`` at restart. A segment free at the last
-    commit is written without undo (``fresh``); one freed in this round and
-    reused is undo-logged like any table, so a rollback of the round finds
-    the data it held. (The free list's order depends on the events only,
-    never on when commits fall, so both backends allocate alike.)"""
+    commit is written without undo (``fresh``); one freed in this round is
+    held back (``held``) until the commit, and is reused before it only
+    when no fresh segment is left, then undo-logged like any table, so a
+    rollback of the round finds the data it held. Reusing a just-freed
+    segment at once cost an undo entry per 64-byte block of every value
+    (half of a campaign seed's CPU). Which segment a value gets depends on
+    when commits fall, so the two backends may place values differently;
+    how many fit does not (fresh and held together), and nothing outside
+    the NVM sees a segment number."""
 
     def __init__(self, space: NvmSpace, name: str, seg_bytes: int, segs: int):
         self.space, self.name, self.seg_bytes, self.segs = space, name, seg_bytes, segs
@@ -491,6 +496,8 @@ class SegmentPool:
 
     def reload(self) -> None:
         self.free = [int(s) for s in np.flatnonzero(self.used == 0)[::-1]]   # pop() gives the lowest
+        #: segments freed in this round (not fresh), in the order freed
+        self.held: list[int] = []
         self.freed_round: set[int] = set()
 
     def __reduce__(self):
@@ -500,15 +507,16 @@ class SegmentPool:
         return max(1, -(-nbytes // self.seg_bytes))
 
     def can_hold(self, nbytes: int) -> bool:
-        return len(self.free) >= self.segments_for(nbytes)
+        return len(self.free) + len(self.held) >= self.segments_for(nbytes)
 
     def put(self, data: bytes) -> int:
         """Store ``data``; return its first segment."""
         n = self.segments_for(len(data))
-        if len(self.free) < n:
+        free, held = self.free, self.held
+        if len(free) + len(held) < n:
             raise NvmFull(f"NVM pool {self.name} full ({self.segs} segments of {self.seg_bytes} bytes)")
-        free, sb, touch_bytes = self.free, self.seg_bytes, self.space.touch_bytes
-        segs = [free.pop() for _ in range(n)]
+        sb, touch_bytes = self.seg_bytes, self.space.touch_bytes
+        segs = [free.pop() if free else held.pop() for _ in range(n)]
         mv = memoryview(data)
         link_step = self.link.itemsize
         for k, s in enumerate(segs):
@@ -538,10 +546,13 @@ class SegmentPool:
             self.space.touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 0
             self.freed_round.add(s)
-            self.free.append(s)
+            self.held.append(s)
             s = int(self.link[s])
 
     def after_commit(self) -> None:
+        """The round's freed segments are fresh from now on."""
+        self.free.extend(self.held)
+        self.held = []
         self.freed_round = set()
 
 

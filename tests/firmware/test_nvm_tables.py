@@ -249,3 +249,43 @@ def test_groups_named_in_one_header():
     fw = h.fw["M"]
     fields = NvmSpace.read_header(fw.nvm.buf)
     assert fields[1] == fw.nvm.gen and len(fields) == 2 + 3 * len(GROUPS) + 1
+
+
+def _pool_space(buf=None, segs: int = 4, seg_bytes: int = 256):
+    space = NvmSpace(buf, group_bytes=1 << 12)
+    pool = SegmentPool(space, "p", seg_bytes, segs)
+    space.seal()
+    pool.attach()
+    return space, pool
+
+
+@pytest.mark.parametrize("values", [2, 4])
+def test_a_segment_freed_in_a_round_is_reused_only_when_no_fresh_one_is_left(values):
+    """A value freed in a round keeps its bytes until the commit: a new
+    value takes a fresh segment (no undo entry) while there is one, and a
+    just-freed segment only when the pool has no other (then undo-logged).
+    A kill before the commit finds every value of the last commit, bytes
+    and all, in both cases."""
+    space, pool = _pool_space()
+    groups = {g: {} for g in GROUPS}
+    old = [bytes([i + 1]) * 256 for i in range(values)]
+    firsts = [pool.put(v) for v in old]
+    space.commit(groups)
+    for f in firsts[:2]:
+        pool.release(f)
+    undo_before = space._undo_n
+    news = [pool.put(bytes([0xEE]) * 256) for _ in range(2)]
+    if values == 2:   # two fresh segments left: neither freed one is touched
+        assert not set(news) & set(firsts[:2]) and space._undo_n == undo_before
+    else:             # the pool is full: the freed ones are reused, with undo
+        assert set(news) == set(firsts[:2]) and space._undo_n > undo_before
+    with pytest.raises(NvmFull):
+        pool.put(bytes(256 * 3))
+    # killed here: the restart rolls the round back
+    again_space, again = _pool_space(space.buf.copy())
+    again_space.open()
+    assert [again.get(f, 256) for f in firsts] == old
+    assert len(again.free) == 4 - values and again.held == []
+    # committed instead: the held segments are fresh again
+    space.commit(groups)
+    assert len(pool.free) == 4 - values and pool.held == []
