@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# every DKC in the suite (actor processes included) checks that a commit
+# which skipped its cold group skipped an unchanged one (firmware/dkc.py)
+os.environ.setdefault("EMU_NVM_CHECK_CLEAN", "1")
 
 from emu.backends.processes import run_root  # noqa: E402
 from emu.shm import leftover_segments  # noqa: E402
