@@ -496,9 +496,9 @@ class SegmentPool:
 
     def reload(self) -> None:
         self.free = [int(s) for s in np.flatnonzero(self.used == 0)[::-1]]   # pop() gives the lowest
-        #: segments freed in this round (not fresh), in the order freed
+        #: segments freed in this round (not fresh: the last commit's values may
+        #: still need their bytes), in the order freed
         self.held: list[int] = []
-        self.freed_round: set[int] = set()
 
     def __reduce__(self):
         return _loading_object, (self.name,)
@@ -516,12 +516,13 @@ class SegmentPool:
         if len(free) + len(held) < n:
             raise NvmFull(f"NVM pool {self.name} full ({self.segs} segments of {self.seg_bytes} bytes)")
         sb, touch_bytes = self.seg_bytes, self.space.touch_bytes
-        segs = [free.pop() if free else held.pop() for _ in range(n)]
+        n_fresh = min(n, len(free))   # segments from free are fresh, from held not
+        segs = [free.pop() for _ in range(n_fresh)] + [held.pop() for _ in range(n - n_fresh)]
         mv = memoryview(data)
         link_step = self.link.itemsize
         for k, s in enumerate(segs):
             chunk = mv[k * sb:(k + 1) * sb]
-            fresh = s not in self.freed_round
+            fresh = k < n_fresh
             touch_bytes(self._data_off + s * sb, len(chunk), fresh)
             self.data[s, :len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
             touch_bytes(self._link_off + s * link_step, link_step, fresh)   # touch(self.link, s, 1, fresh)
@@ -545,7 +546,6 @@ class SegmentPool:
         while s >= 0:
             self.space.touch_bytes(self._used_off + s, 1)   # touch(self.used, s): one uint8
             self.used[s] = 0
-            self.freed_round.add(s)
             self.held.append(s)
             s = int(self.link[s])
 
@@ -553,7 +553,6 @@ class SegmentPool:
         """The round's freed segments are fresh from now on."""
         self.free.extend(self.held)
         self.held = []
-        self.freed_round = set()
 
 
 # ====================================================================== a persistent mapping
