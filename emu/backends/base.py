@@ -126,9 +126,6 @@ class SignalLog:
                                "a reader fell more than SignalLog.keep signals behind")
         return self._items[since - self._base:]
 
-    def __iter__(self):
-        return iter(self._items)
-
 
 class Backend(ABC):
     """Runs the actors of one rack in virtual time; driven by ``emu.rack.Rack``.

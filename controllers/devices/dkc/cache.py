@@ -101,24 +101,26 @@ class TrackCache:
     def _view(self, slot: int) -> np.ndarray:
         return self.buf[slot * self.tb:(slot + 1) * self.tb]
 
-    def get(self, key) -> bytes | None:
+    def _hit(self, key) -> int | None:
+        """The slot holding ``key`` (a hit, now most recently used), or None (a miss)."""
         slot = self.slot_of.get(key)
         if slot is None:
             self.misses += 1
             return None
         self.hits += 1
         self.slot_of.move_to_end(key)
-        return self._view(slot).tobytes()
+        return slot
+
+    def get(self, key) -> bytes | None:
+        slot = self._hit(key)
+        return None if slot is None else self._view(slot).tobytes()
 
     def get_part(self, key, lo: int, hi: int) -> bytes | None:
         """``get(key)[lo:hi]`` (the same hit, miss and LRU bookkeeping),
         copying only those bytes."""
-        slot = self.slot_of.get(key)
+        slot = self._hit(key)
         if slot is None:
-            self.misses += 1
             return None
-        self.hits += 1
-        self.slot_of.move_to_end(key)
         base = slot * self.tb
         return self.buf[base + max(0, min(lo, self.tb)):base + max(0, min(hi, self.tb))].tobytes()
 
